@@ -1,0 +1,74 @@
+"""Helpers shared by the benchmark scripts: timing, peak-memory sampling, models with identical weights."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Samples the process RSS in a thread; `peak` is the rise above the level at entry, in bytes."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.peak = 0
+
+    def __enter__(self) -> PeakRSS:
+        self.base = rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes() - self.base)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes() - self.base)
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def benchmark_image(size: int = 1024) -> np.ndarray:
+    """A real photograph from ../shared/images when present, else a deterministic synthetic picture."""
+    path = SHARED_IMAGES / "dog.jpg"
+    if path.is_file():
+        from PIL import Image
+
+        return np.asarray(Image.open(path).convert("RGB"))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    img[size // 4 : size // 2, size // 4 : size // 2] = rng.integers(0, 255, 3)
+    return img
+
+
+def twin_models(preset: str, seed: int = 0, checkpoint: str | None = None):
+    """A samflow model and an official model holding the same weights (random but perturbed, or a checkpoint)."""
+    from samflow.models.sam import SamConfig
+    from samflow.models.sam.reference import twin_models as twins
+
+    return twins(SamConfig.preset(preset) if checkpoint is None else None, seed=seed, checkpoint=checkpoint)

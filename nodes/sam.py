@@ -1,0 +1,181 @@
+"""SAM as two nodes: `sam.encoder` (image -> embedding, the expensive step) and `sam.decoder` (embedding + prompts
+-> masks, cheap). Thin adapters over samflow.models.sam and SamPredictor.
+
+- The encoder gets its model from the scheduler's pool (one per weights/device/dtype) and declares a cache key
+  (image content + model fingerprint), so an embedding is computed once per (model, image) and reruns can skip it.
+- Decoders fed by one embedding with prompts of the same layout declare equal batch keys; the scheduler then hands
+  them to `run_batch`, which decodes all their prompt sets in one forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from samflow.cache import content_key
+from samflow.errors import InputError, NodeError
+from samflow.models.sam.config import PRESETS, SamConfig
+from samflow.node import Input, Node, NodeParams
+from samflow.registry import register
+from samflow.scheduler import ItemContext
+from samflow.types import Boxes, Image, ImageEmbedding, MaskLogits, Masks, Payload, Points, Scores
+
+
+class EncoderParams(NodeParams):
+    model: str | SamConfig = Field("tiny", description="a preset name (vit_b, vit_l, vit_h, tiny) or SamConfig fields")
+    checkpoint: str | None = Field(None, description="weights file (.pth or .safetensors); default: shipped or random")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1...; default cuda when available")
+    dtype: Literal["float32", "float16", "bfloat16"] | None = Field(None, description="default float32")
+
+    @field_validator("model")
+    @classmethod
+    def _known_preset(cls, value: str | SamConfig) -> str | SamConfig:
+        if isinstance(value, str) and value not in PRESETS:
+            raise ValueError(f"unknown SAM preset {value!r}; known: {', '.join(sorted(PRESETS))} "
+                             "(or give a mapping of SamConfig fields)")
+        return value
+
+
+@register("sam.encoder")
+class SamEncoder(Node):
+    """Embed an image with SAM's ViT image encoder (once per model and image; shared by every decoder)."""
+
+    Params = EncoderParams
+    inputs = {"image": Input(Image)}
+    outputs = {"embedding": ImageEmbedding}
+
+    def model(self, ctx: ItemContext) -> Any:
+        """The SAM model these params name, from the process-wide pool."""
+        import torch
+
+        p = self.params
+        device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        spec = p.model if isinstance(p.model, str) else p.model.model_dump_json()
+        checkpoint = str(Path(p.checkpoint).resolve()) if p.checkpoint else None
+        key = ("sam", spec, checkpoint, device, p.dtype or "float32")
+        return ctx.models.get(key, lambda: self._build(device))
+
+    def _build(self, device: str) -> Any:
+        from samflow.models.sam import build_sam
+
+        p = self.params
+        if p.checkpoint and not Path(p.checkpoint).is_file():
+            raise InputError(f"checkpoint not found: {p.checkpoint}")
+        return build_sam(p.model, checkpoint=p.checkpoint, device=device, dtype=p.dtype)
+
+    def cache_key(self, ctx: ItemContext, image: Image) -> str:
+        from samflow.models.sam import model_fingerprint
+
+        return content_key(self.type_id, model_fingerprint(self.model(ctx)), image)
+
+    def run(self, ctx: ItemContext, image: Image) -> dict[str, ImageEmbedding]:
+        from samflow.models.sam import model_fingerprint
+        from samflow.predictor import SamPredictor
+
+        model = self.model(ctx)
+        encoded = SamPredictor(model).encode(image.data)
+        embedding = ImageEmbedding(encoded.features, encoded.original_size, encoded.input_size,
+                                   model_key=model_fingerprint(model), image_hash=image.content_hash, model=model)
+        return {"embedding": embedding}
+
+    def restore(self, ctx: ItemContext, outputs: Mapping[str, Payload]) -> dict[str, ImageEmbedding]:
+        # From disk the features come back on the CPU and without their model: put both back.
+        model = self.model(ctx)
+        embedding = outputs["embedding"]
+        assert isinstance(embedding, ImageEmbedding)
+        features = embedding.features.to(device=model.device, dtype=model.dtype)
+        return {"embedding": dataclasses.replace(embedding, features=features, model=model)}
+
+
+class DecoderParams(NodeParams):
+    multimask: bool = Field(True, description="three masks per prompt (ambiguity) instead of one")
+
+
+@dataclasses.dataclass
+class _Prompts:
+    """One decoder call's prompts with a common batch size n (a set of 1 is repeated to n)."""
+
+    n: int
+    coords: np.ndarray | None
+    labels: np.ndarray | None
+    boxes: np.ndarray | None
+    masks: np.ndarray | None
+
+
+@register("sam.decoder")
+class SamDecoder(Node):
+    """Decode masks for point / box / mask prompts on an image embedding (SAM's prompt encoder + mask decoder)."""
+
+    Params = DecoderParams
+    inputs = {
+        "embedding": Input(ImageEmbedding, doc="from sam.encoder"),
+        "points": Input(Points, optional=True),
+        "boxes": Input(Boxes, optional=True),
+        "masks": Input(MaskLogits, optional=True, doc="low-res logits of an earlier decoder (refinement)"),
+    }
+    outputs = {"masks": Masks, "scores": Scores, "logits": MaskLogits}
+
+    def run(self, ctx: ItemContext, embedding: ImageEmbedding, points: Points | None = None,
+            boxes: Boxes | None = None, masks: MaskLogits | None = None) -> dict[str, Payload]:
+        return self.run_batch(ctx, [(self, {"embedding": embedding, "points": points, "boxes": boxes,
+                                            "masks": masks})])[0]
+
+    def batch_key(self, ctx: ItemContext, embedding: ImageEmbedding, points: Points | None = None,
+                  boxes: Boxes | None = None, masks: MaskLogits | None = None) -> Hashable:
+        # Fusable when the token layout matches: same embedding object, same point count, same prompt kinds.
+        return (id(embedding), self.params.multimask, None if points is None else points.coords.shape[1],
+                boxes is not None, masks is not None)
+
+    @classmethod
+    def run_batch(cls, ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]]]) -> list[dict[str, Payload]]:
+        from samflow.predictor import EncodedImage, SamPredictor
+
+        embedding: ImageEmbedding = calls[0][1]["embedding"]
+        multimask = calls[0][0].params.multimask
+        if embedding.model is None:
+            raise NodeError("the embedding carries no model; produce it with sam.encoder")
+        prompts = [_prompts(inputs) for _, inputs in calls]
+        predictor = SamPredictor(embedding.model)  # per call: the predictor holds state, branches may run at once
+        predictor.set_image_embedding(EncodedImage(embedding.features, tuple(embedding.original_size),
+                                                   tuple(embedding.input_size)))
+        first = prompts[0]
+        joined = {name: None if getattr(first, name) is None else np.concatenate([getattr(p, name) for p in prompts])
+                  for name in ("coords", "labels", "boxes", "masks")}
+        masks, scores, logits = predictor.predict(point_coords=joined["coords"], point_labels=joined["labels"],
+                                                  box=joined["boxes"], mask_input=joined["masks"],
+                                                  multimask_output=multimask)
+        if masks.ndim == 3:  # the predictor drops the batch axis for a single unbatched prompt
+            masks, scores, logits = masks[None], scores[None], logits[None]
+        results = []
+        start = 0
+        for p in prompts:
+            part = slice(start, start + p.n)
+            start += p.n
+            results.append({"masks": Masks(masks[part], scores[part]), "scores": Scores(scores[part]),
+                            "logits": MaskLogits(logits[part], scores[part])})
+        return results
+
+
+def _prompts(inputs: Mapping[str, Any]) -> _Prompts:
+    points: Points | None = inputs.get("points")
+    boxes: Boxes | None = inputs.get("boxes")
+    masks: MaskLogits | None = inputs.get("masks")
+    sizes = {len(x) for x in (points, boxes) if x is not None} | ({masks.data.shape[0]} if masks is not None else set())
+    n = max(sizes, default=1)
+    if sizes - {1, n}:
+        raise InputError(f"prompt set counts disagree: {sorted(sizes)} (points, boxes and masks need equal N, or 1)")
+
+    def repeat(array: np.ndarray | None) -> np.ndarray | None:
+        if array is None or array.shape[0] == n:
+            return array
+        return np.repeat(array, n, axis=0)
+
+    return _Prompts(n, repeat(points.coords if points is not None else None),
+                    repeat(points.labels if points is not None else None),
+                    repeat(boxes.xyxy if boxes is not None else None),
+                    repeat(masks.best() if masks is not None else None))

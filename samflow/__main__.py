@@ -1,0 +1,5 @@
+import sys
+
+from samflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `samflow` CLI, one module each; each defines `register(subparsers)`."""

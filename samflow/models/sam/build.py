@@ -1,0 +1,75 @@
+"""build_sam: a SAM model from a preset name or a config, with optional weights, ready for inference."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from samflow.errors import CheckpointError
+from samflow.models.sam.checkpoint import (
+    config_from_metadata,
+    config_from_state_dict,
+    load_into,
+    read_state_dict,
+)
+from samflow.models.sam.config import PRESETS, SamConfig
+from samflow.models.sam.sam import Sam
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+# Presets whose weights ship inside the package (trained by samflow itself; see recipes/).
+SHIPPED_WEIGHTS = {"tiny": WEIGHTS_DIR / "sam_tiny.safetensors"}
+
+
+def resolve_config(name_or_config: str | SamConfig | dict[str, Any] | None) -> SamConfig | None:
+    if name_or_config is None or isinstance(name_or_config, SamConfig):
+        return name_or_config
+    if isinstance(name_or_config, dict):
+        return SamConfig(**name_or_config)
+    if isinstance(name_or_config, str):
+        try:
+            return SamConfig.preset(name_or_config)
+        except KeyError as exc:
+            raise CheckpointError(str(exc.args[0])) from None
+    raise TypeError(f"name_or_config must be a preset name, a SamConfig or a dict, not {type(name_or_config)}")
+
+
+def build_sam(name_or_config: str | SamConfig | dict[str, Any] | None = None, checkpoint: str | Path | None = None,
+              device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> Sam:
+    """Build SAM in eval mode.
+
+    name_or_config: "vit_b", "vit_l", "vit_h", "tiny", a SamConfig, a dict of SamConfig fields, or None to take the
+    size from the checkpoint. checkpoint: an official .pth, a .safetensors (samflow's or converted), or a Hugging
+    Face SAM state dict; without one, "tiny" loads its shipped weights and the other presets get random weights.
+    """
+    config = resolve_config(name_or_config)
+    if checkpoint is None and isinstance(name_or_config, str) and name_or_config in SHIPPED_WEIGHTS:
+        shipped = SHIPPED_WEIGHTS[name_or_config]
+        if shipped.is_file():
+            checkpoint = shipped
+        else:
+            log.warning("shipped weights %s are missing: %s has random weights", shipped, name_or_config)
+    state = None
+    if checkpoint is not None:
+        state, metadata = read_state_dict(checkpoint)
+        if config is None:
+            config = config_from_metadata(metadata) or config_from_state_dict(state)
+    if config is None:
+        raise CheckpointError("build_sam needs a preset name, a config, or a checkpoint to infer the size from")
+    if state is None and isinstance(name_or_config, str) and name_or_config not in SHIPPED_WEIGHTS:
+        log.info("%s built with random weights (no checkpoint given)", name_or_config)
+
+    model = Sam(config)
+    if state is not None:
+        load_into(model, state, checkpoint)
+    model.eval()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return model.to(device=device, dtype=dtype)
+
+
+__all__ = ["PRESETS", "SamConfig", "build_sam"]

@@ -1,0 +1,163 @@
+"""The ViT image encoder: patch embedding, windowed and global attention blocks, neck to `out_chans` channels.
+
+Parameter names and shapes are the official ones. The computation is written for speed: attention runs through
+`scaled_dot_product_attention` (a fused kernel: the (N x N) attention matrix is never stored), with the decomposed
+relative-position terms expanded into its additive mask a few heads at a time; windowed blocks project only real tokens (padding tokens are
+filled with what the official code computes for them, the qkv bias).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samflow.models.sam.common import LayerNorm2d, MLPBlock
+
+# Elements of the relative-position bias built at once (64 Mi floats = 256 MiB in fp32); larger grids go a few
+# heads at a time.
+BIAS_CHUNK_ELEMENTS = 64 * 2**20
+
+
+class PatchEmbed(nn.Module):
+    """(B, 3, H, W) image -> (B, H/p, W/p, C) patch tokens."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Relative-position embeddings for every (query, key) coordinate pair along one axis: (q_size, k_size, C).
+
+    A table trained for another size is linearly resized, as the official code does.
+    """
+    max_rel_dist = int(2 * max(q_size, k_size) - 1)
+    if rel_pos.shape[0] != max_rel_dist:
+        resized = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist,
+                                mode="linear")
+        rel_pos = resized.reshape(-1, max_rel_dist).permute(1, 0)
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[relative.long()]
+
+
+class Attention(nn.Module):
+    """Multi-head attention over a (B, H, W, C) token grid with decomposed relative positions."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, use_rel_pos: bool, input_size: tuple[int, int]):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, self.head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, self.head_dim))
+
+    def attend(self, qkv: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """qkv: (B, h*w, 3*C) projected tokens -> (B, h*w, C) attention output (before `proj`)."""
+        b, n, _ = qkv.shape
+        # One copy into (3, B, heads, N, d): every per-head slice below is then contiguous for the fused kernel.
+        q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        # bias[q, k] = <q, Rh[qh - kh]> + <q, Rw[qw - kw]>: two small per-row tables, expanded into the fused
+        # attention's additive mask a few heads at a time so the (N x N) bias never exists for all heads at once.
+        rh = get_rel_pos(h, h, self.rel_pos_h).to(q.dtype)  # (h, h, d)
+        rw = get_rel_pos(w, w, self.rel_pos_w).to(q.dtype)  # (w, w, d)
+        rq = q.view(b, self.num_heads, h, w, self.head_dim)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", rq, rh).contiguous()[..., :, None]  # (b, heads, h, w, kh, 1)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw).contiguous()[..., None, :]  # (b, heads, h, w, 1, kw)
+        step = max(1, BIAS_CHUNK_ELEMENTS // max(1, b * n * n))
+        outs = []
+        for s in range(0, self.num_heads, step):
+            heads = slice(s, s + step)
+            bias = (rel_h[:, heads] + rel_w[:, heads]).view(b, -1, n, n)
+            outs.append(F.scaled_dot_product_attention(q[:, heads], k[:, heads], v[:, heads], attn_mask=bias,
+                                                       scale=self.scale))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return out.transpose(1, 2).reshape(b, n, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        out = self.attend(self.qkv(x).reshape(b, h * w, -1), h, w)
+        return self.proj(out).view(b, h, w, -1)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; `window_size > 0` attends within non-overlapping windows."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, use_rel_pos: bool,
+                 window_size: int, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        attn_size = input_size if window_size == 0 else (window_size, window_size)
+        self.attn = Attention(dim, num_heads, qkv_bias, use_rel_pos, attn_size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + (self._windowed_attention(self.norm1(x)) if self.window_size else self.attn(self.norm1(x)))
+        return x + self.mlp(self.norm2(x))
+
+    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        s = self.window_size
+        pad_h, pad_w = (s - h % s) % s, (s - w % s) % s
+        qkv = self.attn.qkv(x)
+        if pad_h or pad_w:
+            # The official code pads the normed tokens with zeros before the projection, so padding tokens
+            # project to the qkv bias (and take part in attention); pad the projected grid with exactly that.
+            bias = self.attn.qkv.bias
+            fill = bias.to(qkv.dtype) if bias is not None else qkv.new_zeros(qkv.shape[-1])
+            padded = fill.expand(b, h + pad_h, w + pad_w, 3 * c).clone()
+            padded[:, :h, :w] = qkv
+            qkv = padded
+        hp, wp = h + pad_h, w + pad_w
+        windows = (qkv.view(b, hp // s, s, wp // s, s, 3 * c).permute(0, 1, 3, 2, 4, 5)
+                   .reshape(-1, s * s, 3 * c))
+        out = self.attn.attend(windows, s, s)
+        out = (out.view(b, hp // s, wp // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c))
+        # Padding tokens are cropped before the output projection: they would be discarded after it anyway.
+        return self.attn.proj(out[:, :h, :w])
+
+
+class ImageEncoderViT(nn.Module):
+    """(B, 3, S, S) normalised, padded image -> (B, out_chans, S/p, S/p) image embedding."""
+
+    def __init__(self, img_size: int = 1024, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_chans: int = 256,
+                 qkv_bias: bool = True, use_abs_pos: bool = True, use_rel_pos: bool = True, window_size: int = 14,
+                 global_attn_indexes: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, use_rel_pos,
+                  0 if i in global_attn_indexes else window_size, (grid, grid))
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))
