@@ -1,20 +1,45 @@
 """samflow: Segment Anything as a composable part of vision pipelines."""
 
+from samflow.cache import EmbeddingCache, content_key
 from samflow.errors import CheckpointError, GraphError, InputError, NodeError, SamflowError
+from samflow.graph import Graph, GraphValidationError
 from samflow.models.sam import Sam, SamConfig, build_sam
+from samflow.node import Input, Node, NodeParams
+from samflow.pool import ModelPool
 from samflow.predictor import EncodedImage, SamPredictor
+from samflow.registry import register
+from samflow.scheduler import Scheduler
+from samflow.types import Boxes, FilePath, Image, ImageEmbedding, MaskLogits, Masks, Points, Scores
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Boxes",
     "CheckpointError",
+    "EmbeddingCache",
     "EncodedImage",
+    "FilePath",
+    "Graph",
     "GraphError",
+    "GraphValidationError",
+    "Image",
+    "ImageEmbedding",
+    "Input",
     "InputError",
+    "MaskLogits",
+    "Masks",
+    "ModelPool",
+    "Node",
     "NodeError",
+    "NodeParams",
+    "Points",
     "Sam",
     "SamConfig",
     "SamPredictor",
     "SamflowError",
+    "Scheduler",
+    "Scores",
     "build_sam",
+    "content_key",
+    "register",
 ]

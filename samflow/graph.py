@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import networkx as nx
 import yaml
@@ -234,7 +234,7 @@ class Graph:
             self._fail(f"expected a handle or a '$node.port' reference, got {value!r}", node=node, port=port)
         return ref
 
-    def _fail(self, message: str, **where: Any) -> None:
+    def _fail(self, message: str, **where: Any) -> NoReturn:
         file, line = _caller_location()
         raise GraphValidationError([Problem(message, file=file, line=line, **where)])
 
@@ -487,6 +487,8 @@ class _GraphReader:
             if ref is None:
                 self.problem(f"expected a reference like $inputs.NAME or $NODE.PORT, got {text!r}", inputs, port,
                              node=name, port=str(port))
+                continue
+            if self._node_already_reported(ref):
                 continue
             problem = self.graph._wiring_problem(spec.node_type, str(port), ref)
             if problem:

@@ -154,3 +154,38 @@ def test_describe_lists_ports_and_param_defaults():
     assert info["params"]["multimask"]["default"] is True
     assert find_node_type("sam.encoder").describe()["params"]["model"]["default"] == "tiny"
     assert issubclass(Masks, Points.__mro__[-2])  # all payloads share the Payload base
+
+
+def test_entry_point_plugins_are_loaded(monkeypatch, tmp_path, caplog):
+    from importlib.metadata import EntryPoint
+
+    import samflow.registry as registry
+
+    (tmp_path / "samflow_plugin_demo.py").write_text('''
+from samflow.node import Node
+from samflow.registry import register
+from samflow.types import Boxes
+
+
+@register("plugin.empty_boxes")
+class EmptyBoxes(Node):
+    outputs = {"boxes": Boxes}
+
+    def run(self, ctx):
+        return {"boxes": Boxes([[0, 0, 0, 0]])}
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [EntryPoint("demo", "samflow_plugin_demo", registry.ENTRY_POINT_GROUP),
+              EntryPoint("broken", "samflow_plugin_missing", registry.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_loaded", False)
+    assert registry.find_node_type("plugin.empty_boxes").__name__ == "EmptyBoxes"
+    assert "could not load samflow node plugin 'broken'" in caplog.text  # a broken plugin is a warning
+    assert registry.find_node_type("sam.decoder") is not None
+
+
+def test_yaml_names_registered_types_only():
+    with pytest.raises(GraphValidationError, match="unknown node type 'samflow.nodes.sam:SamDecoder'"):
+        Graph.from_yaml("samflow: 1\nnodes:\n  d: {type: 'samflow.nodes.sam:SamDecoder'}\n")
+    with pytest.raises(GraphValidationError, match="unknown payload type 'samflow.types.Image'"):
+        Graph.from_yaml("samflow: 1\ninputs: {image: samflow.types.Image}\nnodes: {}\n")

@@ -3,7 +3,9 @@ fused decoder calls, concurrency that does not change results, per-item failures
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -30,7 +32,7 @@ from samflow.pool import ModelPool
 from samflow.predictor import SamPredictor
 from samflow.registry import register
 from samflow.scheduler import Scheduler
-from samflow.types import Image, Masks, Points
+from samflow.types import Boxes, Image, ImageEmbedding, Masks, Points
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +172,49 @@ def test_concurrent_branches_give_the_same_results(setup):
         assert np.array_equal(masks.data, parallel[name].data) and np.array_equal(masks.scores, parallel[name].scores)
 
 
+WATCHED: list = []
+
+
+@register("testing.watch")
+class Watch(Node):
+    """Keeps a weak reference to the embedding it sees."""
+
+    inputs = {"embedding": Input(ImageEmbedding)}
+    outputs = {"boxes": Boxes}
+
+    def run(self, ctx, embedding):
+        WATCHED.append(weakref.ref(embedding.features))
+        return {"boxes": Boxes([[1, 1, 5, 5]])}
+
+
+@register("testing.probe")
+class Probe(Node):
+    """Records whether the watched embedding is still alive when it runs (a later layer)."""
+
+    inputs = {"masks": Input(Masks)}
+    outputs = {"masks": Masks}
+
+    def run(self, ctx, masks):
+        gc.collect()
+        WATCHED.append(WATCHED[-1]() is None)
+        return {"masks": masks}
+
+
 def test_values_are_released_after_their_last_consumer(setup):
     root, checkpoint, images, graph_file = setup
-    scheduler = Scheduler(Graph.load(graph_file), cache=EmbeddingCache(max_bytes=0))  # nothing kept in the cache
-    assert scheduler._consumers[("encoder", "embedding")] == 3
-    outputs = scheduler.run(image=images[0])
-    assert set(outputs) == {"points_masks", "boxes_masks", "points_b_masks"}
+    g = Graph()
+    encoder = g.add("sam.encoder", params={"model": SMALL_SAM, "checkpoint": str(checkpoint), "device": "cpu"},
+                    image=g.input("image", Image))
+    watch = g.add("testing.watch", embedding=encoder.embedding)
+    decoder = g.add("sam.decoder", embedding=encoder.embedding, boxes=watch.boxes)
+    probe = g.add("testing.probe", masks=decoder.masks)
+    g.output("masks", probe.masks)
+    scheduler = Scheduler(g, cache=EmbeddingCache(max_bytes=0))  # the cache keeps nothing
+    scheduler.run(image=images[0])
+    assert WATCHED[-1] is True  # the embedding was freed before the probe ran
+    kept = Scheduler(g, cache=EmbeddingCache())
+    kept.run(image=images[0])
+    assert WATCHED[-1] is False  # ... unless the cache keeps it
 
 
 @register("testing.fail_on_dark")
