@@ -65,6 +65,9 @@ class TrainConfig(BaseModel):
     focal_weight: float = Field(20.0, ge=0)
     dice_weight: float = Field(1.0, ge=0)
     iou_weight: float = Field(1.0, ge=0)
+    loss_resolution: Literal["low", "full"] = Field(
+        "low", description="low: on the decoder's 4h x 4w grid against area-averaged targets (fast); full: input size"
+    )
 
     seed: int = 0
     device: str | None = Field(None, description="None: cuda when available, else cpu")

@@ -114,17 +114,24 @@ def interactive_loss(model: Sam, images: list[torch.Tensor], gt: torch.Tensor, c
         embeddings = model.image_encoder(x)
     embeddings = embeddings.repeat_interleave(k, dim=0)
     gt = gt.to(device)
-    target = gt.float()[:, None].expand(-1, 4, -1, -1)
     n, size = gt.shape[0], gt.shape[-1]
-    rows = torch.arange(n, device=device)
     pe = model.prompt_encoder
+    low_size = 4 * pe.image_embedding_size[0]
+    if config.loss_resolution == "low":
+        # Area-averaged soft targets on the decoder's own grid: 16x fewer pixels than the input for the same signal.
+        target = F.adaptive_avg_pool2d(gt.float()[:, None], low_size)
+        gt_eval = target[:, 0] > 0.5
+    else:
+        target = gt.float()[:, None]
+        gt_eval = gt
+    target = target.expand(-1, 4, -1, -1)
+    rows = torch.arange(n, device=device)
     dense_pe = pe.get_dense_pe()
     coords, labels, is_box = first_prompts(gt, config.box_prob, config.box_noise, config.box_noise_max, generator)
     coords, labels = coords.to(device), labels.to(device)
     mask_input: torch.Tensor | None = None
     total = embeddings.new_zeros(())
-    stats = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
-    first_iou = 0.0
+    stats = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0, "iou_r0": 0.0, "iou_last": 0.0}
     for r in range(config.rounds):
         sparse = embed_tokens(pe, coords, labels)
         if mask_input is None:
@@ -133,34 +140,32 @@ def interactive_loss(model: Sam, images: list[torch.Tensor], gt: torch.Tensor, c
         else:
             dense = pe.mask_downscaling(mask_input)
         low_res, iou_pred = model.mask_decoder.predict_masks(embeddings, dense_pe, sparse, dense)
-        logits = F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)
+        logits = low_res.float()
+        if config.loss_resolution == "full":
+            logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
         focal = sigmoid_focal_loss(logits, target)  # (N, 4): token 0 single-mask, 1..3 multimask
         dice = dice_loss(logits, target)
         per_mask = config.focal_weight * focal + config.dice_weight * dice
         ambiguous = ~is_box if r == 0 else torch.zeros_like(is_box)
-        best_loss, best = per_mask[:, 1:].min(dim=1)
+        best_loss, best = per_mask[:, 1:].detach().min(dim=1)
         chosen = torch.where(ambiguous, best + 1, torch.zeros_like(best))
-        mask_loss = torch.where(ambiguous, best_loss, per_mask[:, 0])
+        mask_loss = per_mask[rows, chosen]
         with torch.no_grad():
             binary = logits > 0
-            true_iou = mask_iou(binary, gt[:, None])  # (N, 4)
+            true_iou = mask_iou(binary, gt_eval[:, None])  # (N, 4)
         sq = (iou_pred.float() - true_iou) ** 2
         iou_loss = torch.where(ambiguous, sq[:, 1:].mean(dim=1), sq[:, 0])
         total = total + (mask_loss + config.iou_weight * iou_loss).mean()
-        stats["focal"] += float(focal[rows, chosen].mean()) / config.rounds
-        stats["dice"] += float(dice[rows, chosen].mean()) / config.rounds
-        stats["iou_mse"] += float(iou_loss.mean()) / config.rounds
-        if r == 0:
-            first_iou = float(true_iou[rows, chosen].mean())
+        with torch.no_grad():
+            stats["focal"] += float(focal[rows, chosen].mean()) / config.rounds
+            stats["dice"] += float(dice[rows, chosen].mean()) / config.rounds
+            stats["iou_mse"] += float(iou_loss.mean()) / config.rounds
+            stats["iou_r0" if r == 0 else "iou_last"] = float(true_iou[rows, chosen].mean())
         if r + 1 < config.rounds:
             mask_input = low_res[rows, chosen][:, None].detach()
-            click_xy, click_label = correction_clicks(binary[rows, chosen], gt, generator)
+            scale = size / binary.shape[-1]
+            click_xy, click_label = correction_clicks(binary[rows, chosen], gt_eval, generator, scale=scale)
             coords, labels = add_click(coords, labels, click_xy, click_label)
-            stats[f"iou_r{r + 1}"] = 0.0
-        else:
-            stats["iou_last"] = float(true_iou[rows, chosen].mean())
-    stats["iou_r0"] = first_iou
-    stats = {k: v for k, v in stats.items() if not (k.startswith("iou_r") and k != "iou_r0")}
     return total / config.rounds, stats
 
 

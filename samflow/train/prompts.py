@@ -18,10 +18,11 @@ PAD, NEGATIVE, POSITIVE, BOX_TL, BOX_BR = -1, 0, 1, 2, 3
 def _sample_pixels(weights: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One pixel per row of (N, H, W) weights, uniformly among the nonzero ones: (N, 2) xy and (N,) found."""
     n, h, w = weights.shape
-    flat = weights.reshape(n, h * w).float()
-    found = flat.sum(dim=1) > 0
-    flat = torch.where(found[:, None], flat, torch.ones_like(flat))  # empty rows: any pixel (masked out later)
-    idx = torch.multinomial(flat, 1, generator=generator).squeeze(1)
+    flat = weights.reshape(n, h * w) > 0
+    found = flat.any(dim=1)
+    # argmax of uniform keys over the allowed pixels is a uniform choice (cheaper than multinomial on CPU).
+    keys = torch.rand(flat.shape, generator=generator, device=flat.device)
+    idx = torch.where(flat, keys, -1.0).argmax(dim=1)
     xy = torch.stack([idx % w, idx // w], dim=1).float()
     return xy, found
 
@@ -80,17 +81,21 @@ def first_prompts(masks: torch.Tensor, box_prob: float, noise: float, noise_max:
     return coords, labels, is_box
 
 
-def correction_clicks(pred: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One click per object, uniformly in the error region of bool `pred` vs `gt` (N, H, W).
+def correction_clicks(pred: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None = None,
+                      scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One click per object, uniformly in the error region of bool `pred` vs `gt` (N, h, w).
 
     Positive in a false-negative pixel, negative in a false-positive one; a padding token where there is no error.
-    Returns coords (N, 2) and labels (N,).
+    With `scale` > 1 the masks are a coarse grid of the input: the click lands at a random spot of the cell.
+    Returns coords (N, 2) in input pixels and labels (N,).
     """
     error = pred ^ gt
     xy, found = _sample_pixels(error, generator)
     n = gt.shape[0]
     hit = gt[torch.arange(n, device=gt.device), xy[:, 1].long(), xy[:, 0].long()]
+    if scale != 1.0:
+        offset = torch.rand(xy.shape, generator=generator, device=xy.device)
+        xy = torch.floor((xy + offset) * scale)
     labels = torch.where(found, hit.long(), torch.full_like(hit, PAD, dtype=torch.long))
     coords = torch.where(found[:, None], xy, torch.zeros_like(xy))
     return coords, labels

@@ -49,6 +49,17 @@ class MaskDecoder(nn.Module):
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       sparse_prompt_embeddings: torch.Tensor,
                       dense_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens_out, image_tokens = self.attend(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                               dense_prompt_embeddings)
+        masks = self.masks_from_tokens(tokens_out, image_tokens, image_embeddings.shape[-2:])
+        return masks, self.predict_iou(tokens_out)
+
+    # The three steps of predict_masks, separately callable: automatic mask generation predicts IoUs for every
+    # prompt but upscales masks only for those that pass its IoU threshold.
+
+    def attend(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
+               dense_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer: output tokens (B, T, C) and image tokens (B, h*w, C)."""
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1).to(sparse_prompt_embeddings.dtype)
@@ -61,15 +72,28 @@ class MaskDecoder(nn.Module):
                 f"image_embeddings has batch {image_embeddings.shape[0]}; expected 1 (shared) or {batch} (per prompt)"
             )
         src = image_embeddings + dense_prompt_embeddings  # batch 1 when both are shared: the first layer is too
-        _, c, h, w = src.shape
-        hs, src = self.transformer(src, image_pe, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        return self.transformer(src, image_pe, tokens)
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, c, h, w))
+    def predict_iou(self, tokens_out: torch.Tensor) -> torch.Tensor:
+        """IoU predictions (B, num_mask_tokens) from the transformer's output tokens."""
+        return self.iou_prediction_head(tokens_out[:, 0, :])
+
+    def masks_from_tokens(self, tokens_out: torch.Tensor, image_tokens: torch.Tensor,
+                          grid: tuple[int, int] | torch.Size, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Low-res logits (B, num_mask_tokens, 4h, 4w): upscaled image tokens dotted with per-token weights.
+
+        `index` (n,) picks the prompts to upscale (then the result has n rows); the per-token weights are computed
+        for the whole batch first, so a prompt's logits do not depend on which others are picked.
+        """
+        _, _, c = image_tokens.shape
+        h, w = grid
+        mask_tokens_out = tokens_out[:, 1 : 1 + self.num_mask_tokens, :]
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
+        if index is not None:
+            hyper_in, image_tokens = hyper_in[index], image_tokens[index]
+        batch = image_tokens.shape[0]
+        upscaled = self.output_upscaling(image_tokens.transpose(1, 2).reshape(batch, c, h, w))
         b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)
+        return (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
