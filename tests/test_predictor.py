@@ -137,3 +137,27 @@ def test_set_images_encodes_a_batch(twins):
         single = p.encode(image)
         torch.testing.assert_close(enc.features, single.features, rtol=1e-4, atol=1e-5)
         assert enc.original_size == (80, 100)
+
+
+def _point_logits(model, image):
+    p = SamPredictor(model)
+    p.set_image(image)
+    return p.predict(point_coords=np.array([[50.0, 40.0]]), point_labels=np.array([1]), return_logits=True)
+
+
+def test_bfloat16_and_compile_switches(twins):
+    from samflow import build_sam
+    from tests.conftest import SMALL
+
+    state = twins[0].state_dict()
+    image = make_image(90, 110, seed=4)
+    ref = _point_logits(twins[0], image)
+    bf16 = build_sam(SMALL, dtype="bfloat16")
+    bf16.load_state_dict(state)
+    masks, scores, low = _point_logits(bf16, image)
+    assert masks.dtype == np.float32
+    assert np.abs(low - ref[2]).max() < 0.05 * np.abs(ref[2]).max()  # bf16 keeps 8 bits of mantissa
+    compiled = build_sam(SMALL, compile="eager")  # the switch, with torch.compile's cheapest backend
+    assert compiled.state_dict().keys() == state.keys()
+    compiled.load_state_dict(state)
+    np.testing.assert_allclose(_point_logits(compiled, image)[2], ref[2], rtol=1e-4, atol=1e-5)

@@ -68,10 +68,18 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: tuple[tuple, torch.Tensor] | None = None
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image-embedding grid: (1, C, h, w)."""
-        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        """Positional encoding of the image-embedding grid: (1, C, h, w).
+
+        The same tensor is returned until the frequencies change, so the decoder can keep constants derived from it.
+        """
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (matrix.data_ptr(), -1 if matrix.is_inference() else matrix._version, matrix.dtype, torch.is_inference_mode_enabled())
+        if self._dense_pe is None or self._dense_pe[0] != key:
+            self._dense_pe = (key, self.pe_layer(self.image_embedding_size).unsqueeze(0))
+        return self._dense_pe[1]
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         points = points + 0.5  # to the pixel centre

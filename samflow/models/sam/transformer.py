@@ -7,8 +7,9 @@ projection of the first layer then runs once and is broadcast, instead of once p
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from samflow.models.sam.common import MLPBlock
@@ -36,9 +37,16 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (Bq, Nq, C), k and v (Bk, Nk, C); a batch of 1 broadcasts against the other side."""
-        q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
+        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention over already projected q (Bq, Nq, Ci), k and v (Bk, Nk, Ci), then the output projection."""
         batch = max(q.shape[0], k.shape[0])
-        out = F.scaled_dot_product_attention(self._heads(q, batch), self._heads(k, batch), self._heads(v, batch))
+        q, k, v = self._heads(q, batch), self._heads(k, batch), self._heads(v, batch)
+        # One side is always a handful of prompt tokens, so the score matrix is small (N x T): plain matmuls beat
+        # a fused kernel, which is built for long sequences on both sides.
+        attn = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.shape[-1])).softmax(dim=-1)
+        out = torch.matmul(attn, v)
         return self.out_proj(out.transpose(1, 2).reshape(batch, -1, self.internal_dim))
 
 
@@ -59,8 +67,21 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def image_side(self, key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The three projections of image tokens in this block, fused: weight (3*Ci, C) and a bias (N, 3*Ci).
+
+        k_proj(keys + pe) = keys @ Wk.T + (pe @ Wk.T + bk): the positional part does not depend on the image or the
+        prompt, so it is folded into a per-position bias and the three narrow matmuls become one wide one.
+        """
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        weight = torch.cat([t2i.k_proj.weight, t2i.v_proj.weight, i2t.q_proj.weight], dim=0)
+        bias = torch.cat([t2i.k_proj(key_pe), t2i.v_proj.bias.expand(key_pe.shape[0], -1), i2t.q_proj(key_pe)], dim=1)
+        return weight, bias
+
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                key_pe: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, T, C) with query_pe; keys (1 or B, N, C) with key_pe (1, N, C); `fused` from image_side."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -68,13 +89,18 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        k = keys + key_pe
-        q = queries + query_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        weight, bias = fused if fused is not None else self.image_side(key_pe[0])
+        projected = torch.matmul(keys, weight.t()).add_(bias)
+        ci = self.cross_attn_token_to_image.internal_dim
+        k_t2i, v_t2i, q_i2t = projected[..., :ci], projected[..., ci : 2 * ci], projected[..., 2 * ci :]
+
+        t2i = self.cross_attn_token_to_image
+        queries = self.norm2(queries + t2i.attend(t2i.q_proj(queries + query_pe), k_t2i, v_t2i))
         queries = self.norm3(queries + self.mlp(queries))
 
+        i2t = self.cross_attn_image_to_token
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(keys + i2t.attend(q_i2t, i2t.k_proj(q), i2t.v_proj(queries)))
         return queries, keys
 
 
@@ -93,6 +119,28 @@ class TwoWayTransformer(nn.Module):
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self._constants: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def _image_side_constants(self, image_pe: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Fused image-side weights and positional biases of every layer and of the final attention.
+
+        They depend only on the weights and the positional encoding, so at inference they are computed once and
+        reused until a weight changes; with autograd on they are recomputed so gradients flow.
+        """
+        final = self.final_attn_token_to_image
+        params = [p for layer in self.layers for p in layer.parameters()] + list(final.parameters())
+        key = (tuple((t.data_ptr(), _version(t)) for t in params), image_pe.data_ptr(), _version(image_pe),
+               image_pe.shape, image_pe.dtype, torch.is_inference_mode_enabled())
+        if not torch.is_grad_enabled() and self._constants is not None and self._constants[0] == key:
+            return self._constants[1]
+        pe = image_pe[0]
+        constants = [layer.image_side(pe) for layer in self.layers]
+        final_weight = torch.cat([final.k_proj.weight, final.v_proj.weight], dim=0)
+        final_bias = torch.cat([final.k_proj(pe), final.v_proj.bias.expand(pe.shape[0], -1)], dim=1)
+        constants.append((final_weight, final_bias))
+        if not torch.is_grad_enabled():
+            self._constants = (key, constants)
+        return constants
 
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
                 point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,14 +148,23 @@ class TwoWayTransformer(nn.Module):
 
         Returns the processed tokens (B, T, C) and image tokens (B, h*w, C).
         """
-        image_embedding = image_embedding.flatten(2).permute(0, 2, 1)
+        keys = image_embedding.flatten(2).permute(0, 2, 1)
         image_pe = image_pe.flatten(2).permute(0, 2, 1)
-        queries, keys = point_embedding, image_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, image_pe)
-        q = queries + point_embedding
-        k = keys + image_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        constants = self._image_side_constants(image_pe)
+        queries = point_embedding
+        for layer, fused in zip(self.layers, constants):
+            queries, keys = layer(queries, keys, point_embedding, image_pe, fused)
+        final = self.final_attn_token_to_image
+        weight, bias = constants[-1]
+        projected = torch.matmul(keys, weight.t()).add_(bias)
+        ci = final.internal_dim
+        attn_out = final.attend(final.q_proj(queries + point_embedding), projected[..., :ci], projected[..., ci:])
+        queries = self.norm_final_attn(queries + attn_out)
         if keys.shape[0] != queries.shape[0]:  # depth 0: the image side was never mixed with the tokens
             keys = keys.expand(queries.shape[0], -1, -1)
         return queries, keys
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place modification counter; inference tensors keep none (-1: trust their identity alone)."""
+    return -1 if t.is_inference() else t._version

@@ -1,0 +1,97 @@
+"""torchvision detectors (Faster R-CNN, RetinaNet, FCOS, SSD, Mask R-CNN...) built without downloads and loaded
+from a local weights file, and run on one RGB image.
+
+The model is built with `weights=None, weights_backbone=None` (torchvision fetches nothing), then the state dict is
+read safely (`torch.load(weights_only=True)` or safetensors) and loaded strictly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samflow.errors import CheckpointError, InputError
+
+log = logging.getLogger(__name__)
+
+
+def detector_names() -> list[str]:
+    """Builder names of torchvision's detection models (`fasterrcnn_resnet50_fpn`, `retinanet_resnet50_fpn`...)."""
+    import torchvision
+    from torchvision.models import list_models
+
+    return sorted(list_models(module=torchvision.models.detection))
+
+
+def coco_category_names() -> list[str]:
+    """The 91 COCO category names indexed by torchvision's label ids ('__background__' and 'N/A' included).
+    Read from torchvision's weight metadata: nothing is downloaded."""
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
+    return list(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+
+
+def read_detector_weights(path: Path) -> dict[str, Any]:
+    """A state dict of tensors from a .pth/.pt (safe unpickler) or .safetensors file."""
+    import torch
+
+    if not path.is_file():
+        raise CheckpointError(f"detector weights not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the safe loaders raise many types on junk input; all mean the same here
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"detector weights {path} cannot be loaded safely: {first}") from None
+    for wrapper in ("model", "state_dict"):  # torchvision's reference scripts save {"model": ..., "optimizer": ...}
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"detector weights {path} do not hold a state dict of tensors")
+    return state
+
+
+def build_torchvision_detector(name: str, weights: str | Path, num_classes: int | None = None,
+                               device: str = "cpu", **kwargs: Any) -> Any:
+    """A torchvision detection model `name` in eval mode with the weights of a local file."""
+    from torchvision.models import get_model
+
+    known = detector_names()
+    if name not in known:
+        hint = difflib.get_close_matches(name, known, n=3)
+        raise InputError(f"unknown torchvision detector {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint
+                                                                     else f" (known: {', '.join(known)})"))
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = get_model(name, weights=None, weights_backbone=None, **kwargs)
+    path = Path(weights)
+    state = read_detector_weights(path)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        shown = (result.missing_keys or result.unexpected_keys)[:3]
+        raise CheckpointError(f"detector weights {path} do not fit {name}"
+                              f"{f' with num_classes={num_classes}' if num_classes else ''}: "
+                              f"{len(result.missing_keys)} missing and {len(result.unexpected_keys)} unexpected "
+                              f"keys (e.g. {', '.join(shown)})")
+    log.debug("loaded %s from %s", name, path)
+    return model.eval().to(device)
+
+
+def run_detector(model: Any, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes float32 (N, 4) xyxy pixels, scores float32 (N,), labels int64 (N,)) for one uint8 (H, W, 3) image."""
+    import torch
+
+    device = next(model.parameters()).device
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(device=device, dtype=torch.float32)
+    with torch.inference_mode():
+        (out,) = model([tensor / 255.0])  # torchvision detectors normalise internally
+    return (out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy(),
+            out["labels"].cpu().numpy().astype(np.int64))

@@ -1,0 +1,63 @@
+"""The shipped default model `tiny`: small, official-compatible, and good on scenes it never saw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor as OfficialPredictor
+
+from samflow.eval import evaluate, synthetic_scenes
+from samflow.models.sam import SamConfig, build_sam, read_state_dict
+from samflow.models.sam.build import SHIPPED_WEIGHTS
+from samflow.models.sam.checkpoint import config_from_metadata
+from samflow.models.sam.reference import official_sam
+from samflow.predictor import SamPredictor
+
+WEIGHTS = SHIPPED_WEIGHTS["tiny"]
+pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="shipped tiny weights not present")
+
+# Reduced quality targets on 20 scenes of a seed never used in training (full targets: see the issue / README).
+HELD_OUT_SEED, HELD_OUT_SCENES = 2024, 20
+TARGETS = {"1_click": 0.80, "1_click_oracle": 0.85, "box": 0.85}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_sam("tiny")
+
+
+def test_shipped_file_is_small_fp16_and_describes_itself():
+    assert WEIGHTS.stat().st_size <= 20 * 2**20
+    state, meta = read_state_dict(WEIGHTS)
+    assert config_from_metadata(meta) == SamConfig.preset("tiny")
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    assert 7e6 < sum(v.numel() for v in state.values()) < 8e6
+
+
+def test_official_classes_load_it_and_agree(tiny):
+    """segment_anything's own classes, built with tiny's sizes, load the shipped weights and give the same logits."""
+    state, _ = read_state_dict(WEIGHTS)
+    ref = official_sam(SamConfig.preset("tiny"))
+    ref.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    scene = synthetic_scenes(HELD_OUT_SEED, 1)[0]
+    ours, theirs = SamPredictor(tiny), OfficialPredictor(ref)
+    ours.set_image(scene.image)
+    theirs.set_image(scene.image)
+    point = np.array([scene.annotations[0]["point"]])
+    x, y, w, h = scene.annotations[0]["bbox"]
+    box = np.array([x, y, x + w - 1, y + h - 1])
+    for kwargs in ({"point_coords": point, "point_labels": np.array([1])}, {"box": box, "multimask_output": False}):
+        a = ours.predict(**kwargs, return_logits=True)
+        b = theirs.predict(**kwargs, return_logits=True)
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-4, atol=1e-4)
+
+
+def test_quality_on_held_out_scenes(tiny):
+    report = evaluate(tiny, synthetic_scenes(HELD_OUT_SEED, HELD_OUT_SCENES), clicks=(1, 3))
+    miou = report.summary()["all"]
+    print(report.format())
+    for key, target in TARGETS.items():
+        assert miou[key] >= target, f"{key}: {miou[key]:.3f} < {target}"
+    assert miou["3_click"] > miou["1_click"]
