@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
 from samflow.node import Input, Node, NodeParams
+from samflow.ops.draw import PALETTE, draw_overlay  # noqa: F401  (PALETTE: re-exported)
 from samflow.registry import register
 from samflow.scheduler import ItemContext
 from samflow.types import Boxes, Image, Masks, Points
-
-# Distinct colours for prompt sets (tab10), cycled when there are more sets.
-PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], dtype=np.float32)
 
 
 class WriteParams(NodeParams):
@@ -61,32 +57,3 @@ class OverlayMasks(Node):
 
         PILImage.fromarray(picture.data).save(path)
         return {"image": picture}
-
-
-def draw_overlay(rgb: np.ndarray, masks: Masks, points: Points | None = None, boxes: Boxes | None = None,
-                 alpha: float = 0.5, best_only: bool = True) -> np.ndarray:
-    """uint8 (H, W, 3): `rgb` with each prompt set's mask(s) tinted in its colour, prompts drawn on top."""
-    from PIL import Image as PILImage
-    from PIL import ImageDraw
-
-    if masks.data.shape[2:] != rgb.shape[:2]:
-        raise ValueError(f"masks are {masks.data.shape[2:]} but the image is {rgb.shape[:2]}")
-    out = rgb.astype(np.float32)
-    layers = masks.best()[:, None] if best_only else masks.data
-    for n in range(layers.shape[0]):
-        colour = PALETTE[n % len(PALETTE)]
-        for mask in layers[n]:
-            out[mask] = out[mask] * (1 - alpha) + colour * alpha
-    picture = PILImage.fromarray(out.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(picture)
-    radius = max(2, min(rgb.shape[:2]) // 80)
-    for n, box in enumerate(boxes.xyxy if boxes is not None else []):
-        draw.rectangle([float(v) for v in box], outline=tuple(int(c) for c in PALETTE[n % len(PALETTE)]),
-                       width=max(1, radius // 2))
-    if points is not None:
-        for coords, labels in zip(points.coords, points.labels, strict=True):
-            for (x, y), label in zip(coords, labels, strict=True):
-                fill = (40, 220, 40) if label == 1 else (230, 30, 30)
-                draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill, outline=(255, 255, 255))
-    return np.asarray(picture)
-

@@ -23,7 +23,17 @@ from samflow.models.sam.config import PRESETS, SamConfig
 from samflow.node import Input, Node, NodeParams
 from samflow.registry import register
 from samflow.scheduler import ItemContext
-from samflow.types import Boxes, Image, ImageEmbedding, MaskLogits, Masks, Payload, Points, Scores
+from samflow.types import (
+    Boxes,
+    Image,
+    ImageEmbedding,
+    MaskLogits,
+    Masks,
+    Payload,
+    Points,
+    Scores,
+    TextEmbedding,
+)
 
 
 class EncoderParams(NodeParams):
@@ -94,6 +104,8 @@ class SamEncoder(Node):
 
 class DecoderParams(NodeParams):
     multimask: bool = Field(True, description="three masks per prompt (ambiguity) instead of one")
+    text_adapter: str | None = Field(None, description="prompt adapter for the text input (default: the one "
+                                                       "shipped for tiny)")
 
 
 @dataclasses.dataclass
@@ -105,6 +117,7 @@ class _Prompts:
     labels: np.ndarray | None
     boxes: np.ndarray | None
     masks: np.ndarray | None
+    text: np.ndarray | None = None
 
 
 @register("sam.decoder")
@@ -117,19 +130,23 @@ class SamDecoder(Node):
         "points": Input(Points, optional=True),
         "boxes": Input(Boxes, optional=True),
         "masks": Input(MaskLogits, optional=True, doc="low-res logits of an earlier decoder (refinement)"),
+        "text": Input(TextEmbedding, optional=True, doc="from clip.text: prompt tokens via the text adapter"),
     }
     outputs = {"masks": Masks, "scores": Scores, "logits": MaskLogits}
 
     def run(self, ctx: ItemContext, embedding: ImageEmbedding, points: Points | None = None,
-            boxes: Boxes | None = None, masks: MaskLogits | None = None) -> dict[str, Payload]:
+            boxes: Boxes | None = None, masks: MaskLogits | None = None,
+            text: TextEmbedding | None = None) -> dict[str, Payload]:
         return self.run_batch(ctx, [(self, {"embedding": embedding, "points": points, "boxes": boxes,
-                                            "masks": masks})])[0]
+                                            "masks": masks, "text": text})])[0]
 
     def batch_key(self, ctx: ItemContext, embedding: ImageEmbedding, points: Points | None = None,
-                  boxes: Boxes | None = None, masks: MaskLogits | None = None) -> Hashable:
+                  boxes: Boxes | None = None, masks: MaskLogits | None = None,
+                  text: TextEmbedding | None = None) -> Hashable:
         # Fusable when the token layout matches: same embedding object, same point count, same prompt kinds.
         return (id(embedding), self.params.multimask, None if points is None else points.coords.shape[1],
-                boxes is not None, masks is not None)
+                boxes is not None, masks is not None,
+                None if text is None else (text.model_key, self.params.text_adapter))
 
     @classmethod
     def run_batch(cls, ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]]]) -> list[dict[str, Payload]]:
@@ -140,7 +157,13 @@ class SamDecoder(Node):
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")
         prompts = [_prompts(inputs) for _, inputs in calls]
-        predictor = SamPredictor(embedding.model)  # per call: the predictor holds state, branches may run at once
+        text_tokens = _text_tokens(ctx, calls, prompts)
+        if text_tokens is not None:
+            from samflow.models.text.prompt import TextSamPredictor
+
+            predictor = TextSamPredictor(embedding.model)
+        else:
+            predictor = SamPredictor(embedding.model)  # per call: the predictor holds state, branches may run at once
         predictor.set_image_embedding(EncodedImage(embedding.features, tuple(embedding.original_size),
                                                    tuple(embedding.input_size)))
         first = prompts[0]
@@ -148,7 +171,8 @@ class SamDecoder(Node):
                   for name in ("coords", "labels", "boxes", "masks")}
         masks, scores, logits = predictor.predict(point_coords=joined["coords"], point_labels=joined["labels"],
                                                   box=joined["boxes"], mask_input=joined["masks"],
-                                                  multimask_output=multimask)
+                                                  multimask_output=multimask,
+                                                  **({} if text_tokens is None else {"text_tokens": text_tokens}))
         if masks.ndim == 3:  # the predictor drops the batch axis for a single unbatched prompt
             masks, scores, logits = masks[None], scores[None], logits[None]
         results = []
@@ -161,14 +185,37 @@ class SamDecoder(Node):
         return results
 
 
+def _text_tokens(ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]]], prompts: list[_Prompts]
+                 ) -> Any:
+    """Prompt tokens (N, K, C) of the calls' text inputs (repeated like the other prompts), or None."""
+    if prompts[0].text is None:
+        return None
+    from samflow.models.text.prompt import get_adapter, text_tokens_for
+
+    embedding: ImageEmbedding = calls[0][1]["embedding"]
+    text: TextEmbedding = calls[0][1]["text"]
+    adapter = get_adapter(calls[0][0].params.text_adapter or _default_adapter(), str(embedding.model.device),
+                          pool=ctx.models)
+    return text_tokens_for(adapter, np.concatenate([p.text for p in prompts]), text.model_key, embedding.model)
+
+
+def _default_adapter() -> str:
+    from samflow.models.text.prompt import default_adapter_path
+
+    return str(default_adapter_path("tiny"))
+
+
 def _prompts(inputs: Mapping[str, Any]) -> _Prompts:
     points: Points | None = inputs.get("points")
     boxes: Boxes | None = inputs.get("boxes")
     masks: MaskLogits | None = inputs.get("masks")
-    sizes = {len(x) for x in (points, boxes) if x is not None} | ({masks.data.shape[0]} if masks is not None else set())
+    text: TextEmbedding | None = inputs.get("text")
+    sizes = {len(x) for x in (points, boxes, text) if x is not None} | (
+        {masks.data.shape[0]} if masks is not None else set())
     n = max(sizes, default=1)
     if sizes - {1, n}:
-        raise InputError(f"prompt set counts disagree: {sorted(sizes)} (points, boxes and masks need equal N, or 1)")
+        raise InputError(f"prompt set counts disagree: {sorted(sizes)} (points, boxes, masks and text need equal N, "
+                         "or 1)")
 
     def repeat(array: np.ndarray | None) -> np.ndarray | None:
         if array is None or array.shape[0] == n:
@@ -178,4 +225,5 @@ def _prompts(inputs: Mapping[str, Any]) -> _Prompts:
     return _Prompts(n, repeat(points.coords if points is not None else None),
                     repeat(points.labels if points is not None else None),
                     repeat(boxes.xyxy if boxes is not None else None),
-                    repeat(masks.best() if masks is not None else None))
+                    repeat(masks.best() if masks is not None else None),
+                    repeat(text.data if text is not None else None))

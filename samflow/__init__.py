@@ -1,5 +1,6 @@
 """samflow: Segment Anything as a composable part of vision pipelines."""
 
+from samflow.api import Pipeline, Segmentation, Segmenter, segment
 from samflow.cache import EmbeddingCache, content_key
 from samflow.errors import CheckpointError, GraphError, InputError, NodeError, SamflowError
 from samflow.graph import Graph, GraphValidationError
@@ -9,6 +10,7 @@ from samflow.pool import ModelPool
 from samflow.predictor import EncodedImage, SamPredictor
 from samflow.registry import register
 from samflow.scheduler import Scheduler
+from samflow.textprompt import TextPromptsUnavailable
 from samflow.types import Boxes, FilePath, Image, ImageEmbedding, MaskLogits, Masks, Points, Scores
 
 __version__ = "0.1.0"
@@ -32,6 +34,7 @@ __all__ = [
     "Node",
     "NodeError",
     "NodeParams",
+    "Pipeline",
     "Points",
     "Sam",
     "SamConfig",
@@ -39,7 +42,11 @@ __all__ = [
     "SamflowError",
     "Scheduler",
     "Scores",
+    "Segmentation",
+    "Segmenter",
+    "TextPromptsUnavailable",
     "build_sam",
     "content_key",
     "register",
+    "segment",
 ]

@@ -448,3 +448,44 @@ class Masks(Payload):
 def get_payload_type(name: str) -> type[Payload] | None:
     """The payload class registered under `name`, or None."""
     return PAYLOAD_TYPES.get(name)
+
+
+# The payloads of the detector, video/gaze and 3D nodes live in modules of their own, built on the classes above.
+# Importing them here registers their names, so a YAML graph can declare `inputs: {frame: Frame}` before any node
+# module is loaded.
+from samflow import types_3d, types_detect, types_video  # noqa: E402, F401, I001
+
+
+@payload_type
+@dataclass(eq=False)
+class TextEmbedding(Payload):
+    """CLIP embeddings of text prompts, one prompt set per text.
+
+    `data: float32 (N, D)` L2-normalised; `texts`: the N strings; `model_key`: fingerprint of the CLIP weights that
+    made them; `model` refers to the CLIP model itself (`samflow.models.text.ClipModel`) so consumers (a prompt
+    adapter, `clip.rank`) can check and reuse it; it is never serialised.
+    """
+
+    data: np.ndarray
+    texts: list[str]
+    model_key: str
+    model: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data = _as_array(self.data, np.float32, "TextEmbedding.data")
+        if self.data.ndim == 1:
+            self.data = self.data[None]
+        if self.data.ndim != 2 or len(self.texts) != self.data.shape[0]:
+            raise InputError(f"TextEmbedding needs data (N, D) and N texts; got {self.data.shape} and "
+                             f"{len(self.texts)} texts")
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": self.type_name, "texts": list(self.texts), "dim": int(self.data.shape[1]),
+                "model_key": self.model_key}

@@ -74,13 +74,16 @@ def build_torchvision_detector(name: str, weights: str | Path, num_classes: int 
     model = get_model(name, weights=None, weights_backbone=None, **kwargs)
     path = Path(weights)
     state = read_detector_weights(path)
-    result = model.load_state_dict(state, strict=False)
+    where = f"detector weights {path} do not fit {name}{f' with num_classes={num_classes}' if num_classes else ''}"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: name the first, usually a head sized for other classes
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise CheckpointError(f"{where}: {first}") from None
     if result.missing_keys or result.unexpected_keys:
         shown = (result.missing_keys or result.unexpected_keys)[:3]
-        raise CheckpointError(f"detector weights {path} do not fit {name}"
-                              f"{f' with num_classes={num_classes}' if num_classes else ''}: "
-                              f"{len(result.missing_keys)} missing and {len(result.unexpected_keys)} unexpected "
-                              f"keys (e.g. {', '.join(shown)})")
+        raise CheckpointError(f"{where}: {len(result.missing_keys)} missing and {len(result.unexpected_keys)} "
+                              f"unexpected keys (e.g. {', '.join(shown)})")
     log.debug("loaded %s from %s", name, path)
     return model.eval().to(device)
 
@@ -90,7 +93,7 @@ def run_detector(model: Any, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     import torch
 
     device = next(model.parameters()).device
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(device=device, dtype=torch.float32)
+    tensor = torch.tensor(rgb, device=device, dtype=torch.float32).permute(2, 0, 1)  # a copy: rgb may be read-only
     with torch.inference_mode():
         (out,) = model([tensor / 255.0])  # torchvision detectors normalise internally
     return (out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy(),

@@ -50,6 +50,9 @@ class TrainConfig(BaseModel):
     images_per_batch: int = Field(4, gt=0)
     objects_per_image: int = Field(4, gt=0)
     rounds: int = Field(3, ge=1, description="interactive rounds per object: first prompt + (rounds-1) corrections")
+    first_prompt_only_steps: int = Field(
+        0, ge=0, description="curriculum: before this step only the first prompt is trained (1 round, ~3x cheaper)"
+    )
     box_prob: float = Field(0.5, ge=0, le=1, description="chance that the first prompt is a box, not a point")
     box_noise: float = Field(0.1, ge=0, description="box corner noise std, as a fraction of the box side")
     box_noise_max: float = Field(20.0, ge=0, description="cap of the box corner noise, in pixels")
@@ -63,6 +66,7 @@ class TrainConfig(BaseModel):
     freeze_image_encoder: bool = False
 
     focal_weight: float = Field(20.0, ge=0)
+    focal_alpha: float = Field(0.25, le=1, description="weight of positive pixels in the focal loss; < 0: none")
     dice_weight: float = Field(1.0, ge=0)
     iou_weight: float = Field(1.0, ge=0)
     loss_resolution: Literal["low", "full"] = Field(

@@ -98,8 +98,9 @@ def _autocast(device: torch.device, amp: str) -> tuple[Any, torch.dtype | None]:
 
 
 def interactive_loss(model: Sam, images: list[torch.Tensor], gt: torch.Tensor, config: TrainConfig,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one batch over `config.rounds` interactive rounds (the mean of the rounds' losses).
+                     generator: torch.Generator | None = None, rounds: int | None = None
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one batch over `rounds` (default `config.rounds`) interactive rounds (the mean of the rounds' losses).
 
     images: B float (3, h, w) tensors; gt: bool (B*K, S, S) masks, K consecutive per image. Round 0 prompts with a
     point (ambiguous: the best of the three multimask outputs takes the mask loss) or a noisy box (single output);
@@ -107,6 +108,7 @@ def interactive_loss(model: Sam, images: list[torch.Tensor], gt: torch.Tensor, c
     the mask prompt (detached, as SAM does).
     """
     device = model.device
+    rounds = config.rounds if rounds is None else rounds
     k = gt.shape[0] // len(images)
     x = torch.stack([model.preprocess(img.to(device)) for img in images])
     frozen = not any(p.requires_grad for p in model.image_encoder.parameters())
@@ -132,7 +134,7 @@ def interactive_loss(model: Sam, images: list[torch.Tensor], gt: torch.Tensor, c
     mask_input: torch.Tensor | None = None
     total = embeddings.new_zeros(())
     stats = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0, "iou_r0": 0.0, "iou_last": 0.0}
-    for r in range(config.rounds):
+    for r in range(rounds):
         sparse = embed_tokens(pe, coords, labels)
         if mask_input is None:
             h, w = pe.image_embedding_size
@@ -143,7 +145,8 @@ def interactive_loss(model: Sam, images: list[torch.Tensor], gt: torch.Tensor, c
         logits = low_res.float()
         if config.loss_resolution == "full":
             logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
-        focal = sigmoid_focal_loss(logits, target)  # (N, 4): token 0 single-mask, 1..3 multimask
+        # (N, 4): token 0 is the single-mask output, 1..3 the multimask ones.
+        focal = sigmoid_focal_loss(logits, target, alpha=config.focal_alpha)
         dice = dice_loss(logits, target)
         per_mask = config.focal_weight * focal + config.dice_weight * dice
         ambiguous = ~is_box if r == 0 else torch.zeros_like(is_box)
@@ -157,16 +160,16 @@ def interactive_loss(model: Sam, images: list[torch.Tensor], gt: torch.Tensor, c
         iou_loss = torch.where(ambiguous, sq[:, 1:].mean(dim=1), sq[:, 0])
         total = total + (mask_loss + config.iou_weight * iou_loss).mean()
         with torch.no_grad():
-            stats["focal"] += float(focal[rows, chosen].mean()) / config.rounds
-            stats["dice"] += float(dice[rows, chosen].mean()) / config.rounds
-            stats["iou_mse"] += float(iou_loss.mean()) / config.rounds
+            stats["focal"] += float(focal[rows, chosen].mean()) / rounds
+            stats["dice"] += float(dice[rows, chosen].mean()) / rounds
+            stats["iou_mse"] += float(iou_loss.mean()) / rounds
             stats["iou_r0" if r == 0 else "iou_last"] = float(true_iou[rows, chosen].mean())
-        if r + 1 < config.rounds:
+        if r + 1 < rounds:
             mask_input = low_res[rows, chosen][:, None].detach()
             scale = size / binary.shape[-1]
             click_xy, click_label = correction_clicks(binary[rows, chosen], gt_eval, generator, scale=scale)
             coords, labels = add_click(coords, labels, click_xy, click_label)
-    return total / config.rounds, stats
+    return total / rounds, stats
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -262,7 +265,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
             images, gt = sampler.batch(step)
             generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
             with autocast:
-                loss, stats = interactive_loss(model, images, gt, config, generator)
+                rounds = 1 if step < config.first_prompt_only_steps else config.rounds
+                loss, stats = interactive_loss(model, images, gt, config, generator, rounds)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -277,7 +281,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
             else:
                 optimizer.step()
             step += 1
-            value = float(loss)
+            value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss is {value} at step {step}; lower lr or check the data")
             losses.append(value)

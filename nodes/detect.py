@@ -1,0 +1,229 @@
+"""Detectors as nodes, and detections as SAM prompts.
+
+- `detect.torchvision`: a torchvision detection model from a local weights file (nothing downloaded).
+- `detect.file`: detections saved in a COCO results (or annotations) JSON, found per image by its file name.
+- `detect.callable`: a Python function registered with `samflow.detectors.register_detector`.
+- `detect.segment`: detections -> one mask per detection in one batched decoder call (optionally refined once by
+  feeding the best mask back with its box), keeping each detection's class and confidence (`InstanceMasks`).
+
+Every detector filters by score and class and outputs `Detections` (a `Boxes`, so `sam.decoder` takes it too).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from samflow.errors import NodeError
+from samflow.node import Input, Node, NodeParams
+from samflow.registry import register
+from samflow.scheduler import ItemContext
+from samflow.types import Image, ImageEmbedding, MaskLogits, Masks, Scores
+from samflow.types_detect import Detections, InstanceMasks
+
+
+class FilterParams(NodeParams):
+    score_threshold: float = Field(0.5, ge=0, le=1, description="drop detections scoring below this")
+    classes: list[str | int] | None = Field(None, description="keep only these classes (names or ids)")
+    max_detections: int | None = Field(100, ge=1, description="keep at most this many, best first")
+    class_names: list[str] | dict[int, str] | Literal["coco"] | None = Field(
+        None, description="names of class ids: a list indexed by id, a mapping id -> name, or 'coco'")
+
+
+def _name_map(class_names: list[str] | dict[int, str] | str | None) -> dict[int, str] | None:
+    if class_names is None:
+        return None
+    if class_names == "coco":
+        from samflow.models.detection import coco_category_names
+
+        class_names = coco_category_names()
+    if isinstance(class_names, list):
+        return dict(enumerate(class_names))
+    return {int(k): v for k, v in class_names.items()}
+
+
+def finish(found: Detections, params: FilterParams, image: Image | None = None,
+           names: dict[int, str] | None = None) -> Detections:
+    """Name, clip, filter by score and class, and cap a detector's output (best scores first)."""
+    if names and found.class_ids is not None:
+        found = Detections(found.xyxy, found.scores, found.class_ids,
+                           [names.get(int(c), str(int(c))) for c in found.class_ids])
+    if image is not None and len(found):
+        h, w = image.size
+        xyxy = found.xyxy.copy()
+        xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
+        xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
+        found = Detections(xyxy, found.scores, found.class_ids, found.names)
+    keep = (found.xyxy[:, 2] > found.xyxy[:, 0]) & (found.xyxy[:, 3] > found.xyxy[:, 1])  # empty after clipping
+    if found.scores is not None:
+        keep &= found.scores >= params.score_threshold
+    if params.classes is not None:
+        wanted_ids = {c for c in params.classes if isinstance(c, int)}
+        wanted_names = {c for c in params.classes if isinstance(c, str)}
+        ids = found.class_ids if found.class_ids is not None else np.full(len(found), -1)
+        labels = found.names if found.names is not None else [None] * len(found)
+        keep &= np.array([int(i) in wanted_ids or n in wanted_names for i, n in zip(ids, labels)], dtype=bool)
+    found = found.select(keep)
+    if found.scores is not None:
+        found = found.select(np.argsort(-found.scores, kind="stable"))
+    if params.max_detections is not None and len(found) > params.max_detections:
+        found = found.select(np.arange(params.max_detections))
+    return found
+
+
+class TorchvisionParams(FilterParams):
+    model: str = Field("fasterrcnn_resnet50_fpn", description="a torchvision.models.detection builder name")
+    weights: str = Field(description="local weights file (.pth state dict or .safetensors); nothing is downloaded")
+    num_classes: int | None = Field(None, ge=2, description="classes of the weights (with background); default 91")
+    class_names: list[str] | dict[int, str] | Literal["coco"] | None = Field(
+        "coco", description="names of label ids: 'coco' (default), a list indexed by id, or a mapping")
+    device: str | None = Field(None, description="cpu, cuda...; default cuda when available")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                         description="extra builder arguments, e.g. {min_size: 320}")
+
+
+@register("detect.torchvision")
+class TorchvisionDetector(Node):
+    """Detect objects with a torchvision detection model (Faster R-CNN, RetinaNet, FCOS, SSD...) from local weights."""
+
+    Params = TorchvisionParams
+    inputs = {"image": Input(Image)}
+    outputs = {"detections": Detections}
+
+    def model(self, ctx: ItemContext) -> Any:
+        import torch
+
+        p = self.params
+        device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        key = ("torchvision", p.model, str(Path(p.weights).resolve()), p.num_classes, device,
+               json.dumps(p.model_kwargs, sort_keys=True, default=str))
+
+        def load() -> Any:
+            from samflow.models.detection import build_torchvision_detector
+
+            return build_torchvision_detector(p.model, p.weights, p.num_classes, device, **p.model_kwargs)
+
+        return ctx.models.get(key, load)
+
+    def run(self, ctx: ItemContext, image: Image) -> dict[str, Detections]:
+        from samflow.models.detection import run_detector
+
+        boxes, scores, labels = run_detector(self.model(ctx), image.data)
+        names = _name_map(self.params.class_names)
+        if self.params.class_names == "coco" and self.params.num_classes not in (None, 91):
+            names = None  # COCO names do not fit a head trained on other classes
+        return {"detections": finish(Detections(boxes, scores, labels), self.params, image, names)}
+
+
+class FileParams(FilterParams):
+    file: str = Field(description="COCO results JSON ([{image_id, category_id, bbox, score}]) or COCO annotations")
+    images: str | None = Field(None, description="COCO annotations JSON whose images/categories give each file's id "
+                                                 "and the class names")
+    image_id: int | str | None = Field(None, description="use this image id for every item (instead of the name)")
+    score_threshold: float = Field(0.0, ge=0, le=1, description="drop detections scoring below this")
+
+
+@register("detect.file")
+class FileDetector(Node):
+    """Detections saved by a detector (COCO results JSON), found for each image by its file name or id."""
+
+    Params = FileParams
+    inputs = {"image": Input(Image, doc="the image (its file name finds its detections)")}
+    outputs = {"detections": Detections}
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self._file: Any = None
+        self._lock = threading.Lock()
+
+    def detection_file(self) -> Any:
+        if self._file is None:
+            with self._lock:
+                if self._file is None:
+                    from samflow.data.coco_results import DetectionFile
+
+                    self._file = DetectionFile(self.params.file, self.params.images)
+        return self._file
+
+    def run(self, ctx: ItemContext, image: Image) -> dict[str, Detections]:
+        p = self.params
+        source = self.detection_file()
+        image_id = p.image_id if p.image_id is not None else source.image_id(image.path)
+        found = source.detections(image_id, _name_map(p.class_names))
+        return {"detections": finish(found, p, image)}
+
+
+class CallableParams(FilterParams):
+    function: str = Field(description="name given to samflow.detectors.register_detector")
+    score_threshold: float = Field(0.0, ge=0, le=1, description="drop detections scoring below this")
+
+
+@register("detect.callable")
+class CallableDetector(Node):
+    """Run a Python detector function registered from code (`samflow.detectors.register_detector`)."""
+
+    Params = CallableParams
+    inputs = {"image": Input(Image)}
+    outputs = {"detections": Detections}
+
+    def run(self, ctx: ItemContext, image: Image) -> dict[str, Detections]:
+        from samflow.detectors import as_detections, get_detector
+
+        name = self.params.function
+        found = as_detections(get_detector(name)(image.data), where=f"detector {name!r}")
+        return {"detections": finish(found, self.params, image, _name_map(self.params.class_names))}
+
+
+class SegmentParams(NodeParams):
+    multimask: bool = Field(False, description="three masks per detection instead of one")
+    refine: bool = Field(False, description="decode again with each box and its best mask's logits (one more "
+                                            "batched call; gives one mask per detection)")
+
+
+@register("detect.segment")
+class SegmentDetections(Node):
+    """One mask per detection from its box, in one batched decoder call; masks keep class, name and confidence."""
+
+    Params = SegmentParams
+    inputs = {"embedding": Input(ImageEmbedding, doc="from sam.encoder"),
+              "detections": Input(Detections, doc="from a detect.* node")}
+    outputs = {"masks": InstanceMasks, "scores": Scores, "logits": MaskLogits}
+
+    def run(self, ctx: ItemContext, embedding: ImageEmbedding, detections: Detections) -> dict[str, Any]:
+        from samflow.predictor import EncodedImage, SamPredictor
+
+        if embedding.model is None:
+            raise NodeError("the embedding carries no model; produce it with sam.encoder")
+        multimask = self.params.multimask and not self.params.refine
+        k = 3 if multimask else 1
+        if len(detections) == 0:  # SAM cannot decode an empty batch; nothing detected, nothing to segment
+            h, w = embedding.original_size
+            size = tuple(4 * s for s in embedding.features.shape[-2:])
+            return _outputs(np.zeros((0, k, h, w), bool), np.zeros((0, k), np.float32),
+                            np.zeros((0, k, *size), np.float32), detections)
+        predictor = SamPredictor(embedding.model)
+        predictor.set_image_embedding(EncodedImage(embedding.features, tuple(embedding.original_size),
+                                                   tuple(embedding.input_size)))
+        boxes = detections.xyxy
+        masks, scores, logits = _batched(predictor.predict(box=boxes, multimask_output=self.params.multimask))
+        if self.params.refine:
+            best = MaskLogits(logits, scores).best()
+            masks, scores, logits = _batched(predictor.predict(box=boxes, mask_input=best, multimask_output=False))
+        return _outputs(masks, scores, logits, detections)
+
+
+def _batched(result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    masks, scores, logits = result
+    if masks.ndim == 3:  # the predictor drops the batch axis for a single box
+        return masks[None], scores[None], logits[None]
+    return masks, scores, logits
+
+
+def _outputs(masks: np.ndarray, scores: np.ndarray, logits: np.ndarray, detections: Detections) -> dict[str, Any]:
+    instance = InstanceMasks.from_detections(Masks(masks, scores), detections)
+    return {"masks": instance, "scores": Scores(scores), "logits": MaskLogits(logits, scores)}

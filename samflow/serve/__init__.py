@@ -1,0 +1,19 @@
+"""`samflow serve`: interactive segmentation over HTTP (FastAPI) and the browser app at `/`.
+
+    from samflow.serve import ServiceSettings, create_app
+    app = create_app(ServiceSettings(model="tiny"))     # an ASGI app; `samflow serve` runs it with uvicorn
+
+Needs the `serve` extra: fastapi, uvicorn, python-multipart.
+"""
+
+from samflow.serve.settings import ServiceSettings
+
+__all__ = ["ServiceSettings", "create_app"]
+
+
+def __getattr__(name: str):  # create_app imports FastAPI: only when asked for
+    if name == "create_app":
+        from samflow.serve.app import create_app
+
+        return create_app
+    raise AttributeError(name)

@@ -1,0 +1,322 @@
+"""Train SAM's text prompt adapter, as in the paper: for objects above a size threshold the prompt is the CLIP
+*image* embedding of the object's masked crop, mapped by the adapter to prompt tokens; at inference a CLIP *text*
+embedding takes its place. SAM stays frozen (its point/box training is `samflow train`'s main loop), so only the
+small adapter learns, on SAM features and CLIP embeddings computed once.
+
+    samflow train recipes/sam_tiny_text_adapter.yaml        (a YAML with a `text_adapter:` section)
+    python -m samflow.train.text_adapter recipes/sam_tiny_text_adapter.yaml
+
+Part of the batches add one positive click beside the adapter tokens, so text and clicks combine in one decoder
+call as they do at inference. Objects under the size threshold are left out: a point or box prompts them better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from samflow.data.synthetic import render_scene, scene_rng
+from samflow.errors import InputError
+from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
+from samflow.models.sam.checkpoint import model_fingerprint
+from samflow.models.sam.sam import Sam
+from samflow.models.text.adapter import AdapterConfig, PromptAdapter, adapter_path_for, save_adapter
+from samflow.models.text.captions import TEMPLATES, caption, object_name, unique_objects
+from samflow.models.text.clip import ClipModel, load_clip
+
+log = logging.getLogger(__name__)
+
+
+class TextAdapterConfig(BaseModel):
+    """An adapter training run (the `text_adapter:` section of a training YAML)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sam: str = Field("tiny", description="SAM preset (its shipped weights) or a SAM checkpoint path")
+    clip: str = Field("clip_tiny", description="CLIP model (name or config JSON), as load_clip")
+    clip_checkpoint: str | None = None
+    out: str | None = Field(None, description="adapter file; default: beside the SAM checkpoint")
+    num_tokens: int = Field(2, gt=0)
+    hidden: int = Field(256, gt=0)
+    data_seed: int = 21
+    num_scenes: int = Field(600, gt=0, description="training scenes (SAM features and crops computed once)")
+    eval_seed: int = 22
+    eval_scenes: int = Field(200, gt=0)
+    min_area: int = Field(200, ge=1, description="objects of fewer pixels get no text prompt (size threshold)")
+    steps: int = Field(1500, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    point_prob: float = Field(0.25, ge=0, le=1, description="batches that add one positive click to the text")
+    text_mix: float = Field(0.0, ge=0, le=1, description="share of prompts made from caption text embeddings "
+                                                         "instead of crop image embeddings (0: the paper's recipe)")
+    embedding_noise: float = Field(0.05, ge=0, description="gaussian noise on the CLIP embedding (robustness)")
+    max_minutes: float | None = Field(None, gt=0)
+    num_threads: int | None = 1
+    seed: int = 0
+
+
+@dataclass
+class ObjectSet:
+    """SAM features per scene, and per object: its scene, soft low-res target, full mask, CLIP image embedding,
+    canonical caption, an interior click, and whether its colour + shape is unique in its scene."""
+
+    features: torch.Tensor  # (S, C, h, w) float16
+    scene: torch.Tensor  # (M,) long
+    target: torch.Tensor  # (M, 4h, 4w) float16 in [0, 1]
+    masks: list[np.ndarray]  # M bool (H, W)
+    image_emb: torch.Tensor  # (M, D)
+    names: list[str]
+    points: torch.Tensor  # (M, 2) float, in SAM input pixels (scenes are rendered at SAM's input size)
+    unique: torch.Tensor  # (M,) bool
+
+
+@torch.no_grad()
+def build_objects(sam: Sam, clip: ClipModel, seed: int, count: int, min_area: int) -> ObjectSet:
+    """Render scenes, encode them with SAM once, and embed every object of at least `min_area` pixels with CLIP."""
+    from samflow.predictor import SamPredictor
+
+    predictor = SamPredictor(sam)
+    features, scene_idx, targets, masks, embs, names, points, unique = [], [], [], [], [], [], [], []
+    low = 4 * sam.prompt_encoder.image_embedding_size[0]
+    for index in range(count):
+        scene = render_scene(scene_rng(seed, index), size=sam.image_encoder.img_size)
+        keep = [i for i, a in enumerate(scene.annotations) if a["area"] >= min_area]
+        if not keep:
+            continue
+        encoded = predictor.encode(scene.image)
+        features.append(encoded.features.half().cpu())
+        solo = set(unique_objects(scene.annotations))
+        m = torch.from_numpy(scene.masks[keep]).float()[:, None]
+        targets.append(F.adaptive_avg_pool2d(m, low)[:, 0].half())
+        embs.append(clip.embed_crops(scene.image, scene.masks[keep]).cpu())
+        for i in keep:
+            ann = scene.annotations[i]
+            scene_idx.append(len(features) - 1)
+            masks.append(scene.masks[i])
+            names.append(object_name(ann))
+            points.append(ann["point"])
+            unique.append(i in solo)
+    return ObjectSet(torch.cat(features), torch.tensor(scene_idx), torch.cat(targets), masks, torch.cat(embs), names,
+                     torch.tensor(points, dtype=torch.float32), torch.tensor(unique))
+
+
+def text_embeddings(clip: ClipModel, names: list[str], rng: np.random.Generator | None) -> torch.Tensor:
+    """Caption embeddings (M, D): canonical 'a <name>' or, with `rng`, a random template per name."""
+    texts = [caption({"color": n.split()[0], "shape": n.split()[1], "bbox": [0, 0, 1e9, 1e9]}, 256, rng)
+             for n in names]
+    return clip.embed_text(texts).cpu()
+
+
+def modality_shift(clip: ClipModel, objects: ObjectSet) -> torch.Tensor:
+    """Mean image embedding minus mean text embedding over the same objects (all caption templates)."""
+    image_mean = objects.image_emb.mean(0)
+    unique_names = sorted(set(objects.names))
+    counts = torch.tensor([objects.names.count(n) for n in unique_names], dtype=torch.float32)
+    per_name = torch.stack([clip.embed_text([t.format(n) for t in TEMPLATES]).mean(0).cpu() for n in unique_names])
+    text_mean = (per_name * counts[:, None]).sum(0) / counts.sum()
+    return image_mean - text_mean
+
+
+def decode(sam: Sam, features: torch.Tensor, tokens: torch.Tensor, points: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-mask low-res logits (N, 4h, 4w) and predicted IoU (N,) for adapter tokens (N, K, C), optionally
+    with one positive click per prompt (N, 2) in SAM input pixels; features (N or 1, C, h, w)."""
+    pe = sam.prompt_encoder
+    sparse = tokens
+    if points is not None:
+        point_tokens = pe._embed_points(points[:, None], torch.ones(len(points), 1, dtype=torch.int,
+                                                                    device=points.device), pad=True)
+        sparse = torch.cat([point_tokens.to(tokens.dtype), tokens], dim=1)
+    h, w = pe.image_embedding_size
+    dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(len(tokens), -1, h, w)
+    low_res, iou = sam.mask_decoder.predict_masks(features, pe.get_dense_pe(), sparse, dense)
+    return low_res[:, 0], iou[:, 0]
+
+
+def adapter_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from samflow.train.losses import dice_loss, sigmoid_focal_loss
+
+    return (20 * sigmoid_focal_loss(logits, target) + dice_loss(logits, target)).mean()
+
+
+@torch.no_grad()
+def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectSet, *, click: bool = True
+             ) -> dict[str, float]:
+    """Full-resolution mIoU over the objects unique in their scene: text path, image path, and text + one
+    corrective click (at the pixel of the error region farthest from its boundary, the usual protocol)."""
+    from samflow.ops.distance import farthest_point
+
+    rows = torch.nonzero(objects.unique).flatten()
+    text = adapter.text_tokens(text_embeddings(clip, [objects.names[i] for i in rows], None))
+    image = adapter(objects.image_emb[rows])
+    size = sam.image_encoder.img_size
+    figures: dict[str, float] = {"objects": float(len(rows))}
+    outputs: dict[str, torch.Tensor] = {}
+    for name, tokens in (("text", text), ("image", image)):
+        ious, preds = [], []
+        for start in range(0, len(rows), 64):
+            part = rows[start : start + 64]
+            feats = objects.features[objects.scene[part]].float()
+            logits, _ = decode(sam, feats, tokens[start : start + 64])
+            full = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+            preds.append(full)
+            gt = torch.from_numpy(np.stack([objects.masks[i] for i in part]))
+            ious.append(_iou(full, gt))
+        outputs[name] = torch.cat(preds)
+        figures[f"{name}_miou"] = float(torch.cat(ious).mean())
+    if click:
+        clicks, labels = [], []
+        for j, i in enumerate(rows.tolist()):
+            pred, gt = outputs["text"][j].numpy(), objects.masks[i]
+            fn, fp = gt & ~pred, pred & ~gt
+            region, label = (fn, 1) if fn.sum() >= fp.sum() else (fp, 0)
+            xy = farthest_point(region) or tuple(objects.points[i].int().tolist())
+            clicks.append(xy)
+            labels.append(label if region.any() else 1)
+        coords = torch.tensor(clicks, dtype=torch.float32)[:, None]
+        lab = torch.tensor(labels, dtype=torch.int)[:, None]
+        ious = []
+        pe = sam.prompt_encoder
+        for start in range(0, len(rows), 64):
+            part = rows[start : start + 64]
+            point_tokens = pe._embed_points(coords[start : start + 64], lab[start : start + 64], pad=True)
+            sparse = torch.cat([point_tokens, text[start : start + 64]], dim=1)
+            h, w = pe.image_embedding_size
+            dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(len(part), -1, h, w)
+            low, _ = sam.mask_decoder.predict_masks(objects.features[objects.scene[part]].float(), pe.get_dense_pe(),
+                                                    sparse, dense)
+            full = F.interpolate(low[:, :1], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+            ious.append(_iou(full, torch.from_numpy(np.stack([objects.masks[i] for i in part]))))
+        figures["text_click_miou"] = float(torch.cat(ious).mean())
+    return figures
+
+
+def _iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    inter = (pred & gt).flatten(1).sum(1).float()
+    union = (pred | gt).flatten(1).sum(1).float()
+    return inter / union.clamp(min=1)
+
+
+def _sam_checkpoint(name: str) -> Path | None:
+    if name in SHIPPED_WEIGHTS:
+        return SHIPPED_WEIGHTS[name]
+    return Path(name)
+
+
+def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
+    """Train the adapter of `config`, evaluate it on held-out scenes, write it; returns the figures."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    checkpoint = _sam_checkpoint(config.sam)
+    sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=checkpoint, device="cpu")
+    sam.requires_grad_(False)
+    clip = load_clip(config.clip, config.clip_checkpoint, device="cpu")
+    started = time.perf_counter()
+    train_set = build_objects(sam, clip, config.data_seed, config.num_scenes, config.min_area)
+    eval_set = build_objects(sam, clip, config.eval_seed, config.eval_scenes, config.min_area)
+    log.info("prepared %d training and %d held-out objects in %.0f s", len(train_set.names), len(eval_set.names),
+             time.perf_counter() - started)
+
+    adapter = PromptAdapter(AdapterConfig(clip_dim=clip.embed_dim, num_tokens=config.num_tokens,
+                                          token_dim=sam.prompt_encoder.embed_dim, hidden=config.hidden,
+                                          clip_name=clip.config.name, clip_fingerprint=clip.fingerprint,
+                                          sam_fingerprint=model_fingerprint(sam)))
+    adapter.text_shift.copy_(modality_shift(clip, train_set))
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    started = time.perf_counter()
+    losses: list[float] = []
+    step = 0
+    while True:
+        progress = step / config.steps
+        if config.max_minutes:
+            progress = max(progress, (time.perf_counter() - started) / 60 / config.max_minutes)
+        if progress >= 1:
+            break
+        lr = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.randint(len(train_set.names), (config.batch_size,), generator=generator)
+        emb = train_set.image_emb[index]
+        if config.text_mix > 0:
+            use_text = torch.rand(len(index), generator=generator) < config.text_mix
+            for j in torch.nonzero(use_text).flatten().tolist():
+                name = train_set.names[int(index[j])]
+                t = caption({"color": name.split()[0], "shape": name.split()[1], "bbox": [0, 0, 1e9, 1e9]}, 256, rng)
+                emb[j] = adapter.text_to_image_space(clip.embed_text(t).cpu())[0]
+        if config.embedding_noise:
+            emb = F.normalize(emb + config.embedding_noise * torch.randn(emb.shape, generator=generator), dim=-1)
+        tokens = adapter(emb)
+        points = train_set.points[index] if torch.rand((), generator=generator) < config.point_prob else None
+        logits, _ = decode(sam, train_set.features[train_set.scene[index]].float(), tokens, points)
+        loss = adapter_loss(logits.float(), train_set.target[index].float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step % 100 == 0:
+            log.info("step %d (%.0f%%) loss %.4f lr %.1e, %.1f min", step, 100 * progress, np.mean(losses[-100:]), lr,
+                     (time.perf_counter() - started) / 60)
+        step += 1
+    minutes = (time.perf_counter() - started) / 60
+    adapter.eval()
+    figures = evaluate(sam, clip, adapter, eval_set)
+    figures.update(train_minutes=minutes, steps=step, final_loss=float(np.mean(losses[-100:])))
+    out = Path(config.out) if config.out else adapter_path_for(checkpoint)
+    save_adapter(adapter, out)
+    log.info("wrote %s: %s", out, {k: round(v, 4) for k, v in figures.items()})
+    return figures
+
+
+def load_text_adapter_config(path: str | Path) -> TextAdapterConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise InputError(f"recipe {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("text_adapter"), dict):
+        raise InputError(f"{path}: expected a `text_adapter:` section")
+    try:
+        return TextAdapterConfig(**raw["text_adapter"])
+    except ValidationError as exc:
+        raise InputError(f"{path}: invalid text_adapter section:\n{exc}") from None
+
+
+def is_text_adapter_recipe(path: str | Path) -> bool:
+    """Whether a training YAML asks for adapter training (`samflow train` dispatches on this)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "text_adapter" in raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train SAM's text prompt adapter (SAM frozen).")
+    parser.add_argument("recipe", help="YAML with a text_adapter: section")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train_text_adapter(load_text_adapter_config(args.recipe))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

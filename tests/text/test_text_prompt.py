@@ -1,0 +1,94 @@
+"""Text prompts in SAM's decoder: adapter tokens beside point and box tokens in one forward pass; the adapter file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samflow.errors import CheckpointError, InputError
+from samflow.models.text.adapter import AdapterConfig, PromptAdapter, adapter_path_for, load_adapter, save_adapter
+from samflow.models.text.prompt import TextSamPredictor
+from samflow.predictor import SamPredictor
+
+
+@pytest.fixture
+def adapter():
+    torch.manual_seed(1)
+    return PromptAdapter(AdapterConfig(clip_dim=32, num_tokens=2)).eval()
+
+
+@pytest.fixture
+def predictor(small_sam):
+    image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    p = TextSamPredictor(small_sam)
+    p.set_image(image)
+    return p
+
+
+def _tokens(adapter, n=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return adapter.text_tokens(F.normalize(torch.randn(n, 32, generator=g), dim=-1))
+
+
+def test_text_and_point_in_one_decoder_call(predictor, adapter, small_sam):
+    seen = []
+    hook = small_sam.mask_decoder.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append(kwargs["sparse_prompt_embeddings"].shape), with_kwargs=True)
+    try:
+        masks, scores, logits = predictor.predict(point_coords=np.array([[60.0, 40.0]]), point_labels=np.array([1]),
+                                                  text_tokens=_tokens(adapter), multimask_output=False)
+    finally:
+        hook.remove()
+    assert masks.shape == (1, 90, 120) and scores.shape == (1,) and logits.shape == (1, 32, 32)
+    # One forward pass whose sparse tokens are the click, its padding token and the two text tokens.
+    assert seen == [torch.Size([1, 4, 256])]
+
+
+def test_text_changes_the_point_result_and_without_text_nothing_changes(predictor, adapter, small_sam):
+    point = {"point_coords": np.array([[60.0, 40.0]]), "point_labels": np.array([1])}
+    plain = SamPredictor(small_sam)
+    plain.set_image_embedding(predictor.get_encoded())
+    base = plain.predict(**point)[2]
+    assert np.allclose(predictor.predict(**point)[2], base)  # no text: exactly SamPredictor
+    with_text = predictor.predict(**point, text_tokens=_tokens(adapter))[2]
+    assert not np.allclose(with_text, base)
+
+
+def test_batched_text_sets_broadcast_with_one_box(predictor, adapter):
+    masks, scores, logits = predictor.predict(box=np.array([10, 10, 80, 70]), text_tokens=_tokens(adapter, 3))
+    assert masks.shape == (3, 3, 90, 120) and scores.shape == (3, 3)
+    masks, _, _ = predictor.predict(text_tokens=_tokens(adapter)[0])  # text alone, (K, C) tokens
+    assert masks.shape == (3, 90, 120)
+    with pytest.raises(InputError, match="need equal counts"):
+        predictor.predict(box=np.array([[10, 10, 80, 70], [0, 0, 20, 20]]), text_tokens=_tokens(adapter, 3))
+    with pytest.raises(InputError, match="prompt tokens"):
+        predictor.predict(text_tokens=torch.zeros(1, 2, 64))
+
+
+def test_adapter_file_round_trip_and_errors(adapter, tmp_path):
+    adapter.text_shift.fill_(0.1)
+    path = save_adapter(adapter, adapter_path_for(tmp_path / "sam_small.safetensors"))
+    assert path.name == "sam_small_text_adapter.safetensors"
+    loaded = load_adapter(path)
+    assert loaded.config == adapter.config
+    assert torch.allclose(_tokens(loaded), _tokens(adapter))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_adapter(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="not a samflow text prompt adapter"):
+        load_adapter(tmp_path / "other.safetensors")
+
+
+def test_text_tokens_for_refuses_another_clip(adapter, small_sam):
+    from samflow.models.text.prompt import text_tokens_for
+
+    adapter = PromptAdapter(adapter.config.model_copy(update={"clip_fingerprint": "abc"}))
+    tokens = text_tokens_for(adapter, np.ones((2, 32), np.float32) / 32**0.5, "abc", small_sam)
+    assert tokens.shape == (2, 2, 256) and tokens.dtype == small_sam.dtype
+    with pytest.raises(InputError, match="another CLIP"):
+        text_tokens_for(adapter, np.ones((1, 32), np.float32), "xyz", small_sam)
