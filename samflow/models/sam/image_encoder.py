@@ -2,7 +2,7 @@
 
 Parameter names and shapes are the official ones. The computation is written for speed: attention runs through
 `scaled_dot_product_attention` (a fused kernel: the (N x N) attention matrix is never stored), with the decomposed
-relative-position terms expanded into its additive mask a few heads at a time; windowed blocks project only real tokens (padding tokens are
+relative-position terms expanded into its additive mask piece by piece; windowed blocks project only real tokens (padding tokens are
 filled with what the official code computes for them, the qkv bias).
 """
 
@@ -14,9 +14,8 @@ from torch import nn
 
 from samflow.models.sam.common import LayerNorm2d, MLPBlock
 
-# Elements of the relative-position bias built at once (64 Mi floats = 256 MiB in fp32); larger grids go a few
-# heads at a time.
-BIAS_CHUNK_ELEMENTS = 64 * 2**20
+# Elements of the relative-position bias built at once (2 Mi floats = 8 MiB in fp32: it stays in the L3 cache).
+BIAS_CHUNK_ELEMENTS = 2 * 2**20
 
 
 class PatchEmbed(nn.Module):
@@ -69,20 +68,22 @@ class Attention(nn.Module):
         if not self.use_rel_pos:
             return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
         # bias[q, k] = <q, Rh[qh - kh]> + <q, Rw[qw - kw]>: two small per-row tables, expanded into the fused
-        # attention's additive mask a few heads at a time so the (N x N) bias never exists for all heads at once.
+        # attention's additive mask one head and a few grid rows at a time, so each piece of the (N x N) bias is
+        # written and read back while it is still in the CPU cache, and the whole never exists.
         rh = get_rel_pos(h, h, self.rel_pos_h).to(q.dtype)  # (h, h, d)
         rw = get_rel_pos(w, w, self.rel_pos_w).to(q.dtype)  # (w, w, d)
         rq = q.view(b, self.num_heads, h, w, self.head_dim)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", rq, rh).contiguous()[..., :, None]  # (b, heads, h, w, kh, 1)
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw).contiguous()[..., None, :]  # (b, heads, h, w, 1, kw)
-        step = max(1, BIAS_CHUNK_ELEMENTS // max(1, b * n * n))
-        outs = []
-        for s in range(0, self.num_heads, step):
-            heads = slice(s, s + step)
-            bias = (rel_h[:, heads] + rel_w[:, heads]).view(b, -1, n, n)
-            outs.append(F.scaled_dot_product_attention(q[:, heads], k[:, heads], v[:, heads], attn_mask=bias,
-                                                       scale=self.scale))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        rows = max(1, BIAS_CHUNK_ELEMENTS // max(1, b * w * n))
+        out = torch.empty_like(q)
+        for head in range(self.num_heads):
+            hs = slice(head, head + 1)
+            for r in range(0, h, rows):
+                grid_rows, tokens = slice(r, min(h, r + rows)), slice(r * w, min(h, r + rows) * w)
+                bias = (rel_h[:, hs, grid_rows] + rel_w[:, hs, grid_rows]).view(b, 1, -1, n)
+                out[:, hs, tokens] = F.scaled_dot_product_attention(q[:, hs, tokens], k[:, hs], v[:, hs],
+                                                                    attn_mask=bias, scale=self.scale)
         return out.transpose(1, 2).reshape(b, n, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
