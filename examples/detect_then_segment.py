@@ -25,19 +25,23 @@ DEMO = "demo-data/detect"
 
 
 def build_graph(detections: str, instances: str | None = None, model: Any = "tiny", checkpoint: str | None = None,
-                refine: bool = True) -> Graph:
-    """Exactly graphs/detect_then_segment.yaml (with the files and model given)."""
+                write: bool = True) -> Graph:
+    """Exactly graphs/detect_then_segment.yaml (with the files and model given); without `write`, the masks are
+    the graph's output instead of files."""
     g = Graph(description="saved detections -> SAM masks per box (one batched decoder call, refined once), "
                           "labels kept")
     image = g.input("image", Image)
     detect = g.add("detect.file", "detect", params={"file": detections, "images": instances, "score_threshold": 0.3},
                    image=image)
     encoder = g.add("sam.encoder", "encoder", params={"model": model, "checkpoint": checkpoint}, image=image)
-    segment = g.add("detect.segment", "segment", params={"refine": refine}, embedding=encoder.embedding,
+    segment = g.add("detect.segment", "segment", params={"refine": True}, embedding=encoder.embedding,
                     detections=detect.detections)
-    g.add("masks.write", "write", params={"dir": "masks", "name": "instance"}, masks=segment.masks)
-    g.add("masks.overlay", "overlay", image=image, masks=segment.masks, boxes=detect.detections)
-    g.output("detections", detect.detections)
+    if write:
+        g.add("masks.write", "write", params={"dir": "masks", "name": "instance"}, masks=segment.masks)
+        g.add("masks.overlay", "overlay", image=image, masks=segment.masks, boxes=detect.detections)
+        g.output("detections", detect.detections)
+    else:
+        g.output("masks", segment.masks)
     return g
 
 
@@ -56,16 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         from samflow.data.demo import write_detect_demo
 
         write_detect_demo(DEMO)
-    graph = build_graph(args.detections, args.instances, yaml.safe_load(args.model), args.checkpoint)
+    model = yaml.safe_load(args.model)
+    graph = build_graph(args.detections, args.instances, model, args.checkpoint)
     with Scheduler(graph) as scheduler:
         report = run_graph(scheduler, plan_items(graph, {"image": args.images}), args.out, progress=False)
-    for item in report.items:
-        print(f"{item['id']}: {item['status']} {item.get('error', '')}".rstrip())
-    _show_supervision(graph, report, args)
+        for item in report.items:
+            print(f"{item['id']}: {item['status']} {item.get('error', '')}".rstrip())
+        # The same steps with the masks as output, served from the run's embedding cache.
+        masks_graph = build_graph(args.detections, args.instances, model, args.checkpoint, write=False)
+        _show_supervision(Scheduler(masks_graph, cache=scheduler.cache), report)
     return 1 if report.failed else 0
 
 
-def _show_supervision(graph: Graph, report: Any, args: argparse.Namespace) -> None:
+def _show_supervision(scheduler: Scheduler, report: Any) -> None:
     """Masks to supervision.Detections, when supervision is installed."""
     try:
         import supervision  # noqa: F401
@@ -74,8 +81,7 @@ def _show_supervision(graph: Graph, report: Any, args: argparse.Namespace) -> No
     first = next((item for item in report.items if item["status"] == "ok"), None)
     if first is None:
         return
-    segment = Graph.from_dict({**graph.to_dict(), "outputs": {"masks": "$segment.masks"}})
-    outputs = Scheduler(segment).run(image=first["inputs"]["image"])
+    outputs = scheduler.run(image=first["inputs"]["image"])
     detections = outputs["masks"].to_supervision()
     print(f"{first['id']} as supervision.Detections: {len(detections)} objects, classes "
           f"{list(detections.data.get('class_name', []))}")

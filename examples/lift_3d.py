@@ -39,7 +39,7 @@ def build_graph(detections: str, instances: str | None = None, model: Any = "tin
     encoder = g.add("sam.encoder", "encoder", params={"model": model, "checkpoint": checkpoint}, image=image)
     segment = g.add("detect.segment", "segment", params={"refine": True}, embedding=encoder.embedding,
                     detections=detect.detections)
-    lift = g.add("lift.depth", "lift", params={"voxel_size_m": 0.005, "outlier_neighbors": 12}, image=image,
+    lift = g.add("lift.depth", "lift", params={"voxel_size_m": 0.01, "outlier_neighbors": 12}, image=image,
                  depth=depth, masks=segment.masks, intrinsics=camera)
     g.add("lift.write", "write", params={"merged": True}, clouds=lift.clouds)
     g.add("mcc.export", "mcc", image=image, depth=depth, masks=segment.masks, intrinsics=camera)

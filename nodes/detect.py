@@ -22,9 +22,11 @@ from pydantic import Field
 from samflow.errors import NodeError
 from samflow.node import Input, Node, NodeParams
 from samflow.registry import register
+from samflow.runner import IMAGE_SUFFIXES
 from samflow.scheduler import ItemContext
 from samflow.types import Image, ImageEmbedding, MaskLogits, Masks, Scores
 from samflow.types_detect import Detections, InstanceMasks
+from samflow.types_video import Frame
 
 
 class FilterParams(NodeParams):
@@ -124,7 +126,8 @@ class FileParams(FilterParams):
     file: str = Field(description="COCO results JSON ([{image_id, category_id, bbox, score}]) or COCO annotations")
     images: str | None = Field(None, description="COCO annotations JSON whose images/categories give each file's id "
                                                  "and the class names")
-    image_id: int | str | None = Field(None, description="use this image id for every item (instead of the name)")
+    image_id: int | str | None = Field(None, description="use this image id for every item (default: from the file "
+                                                         "name; a video frame's index)")
     score_threshold: float = Field(0.0, ge=0, le=1, description="drop detections scoring below this")
 
 
@@ -153,7 +156,12 @@ class FileDetector(Node):
     def run(self, ctx: ItemContext, image: Image) -> dict[str, Detections]:
         p = self.params
         source = self.detection_file()
-        image_id = p.image_id if p.image_id is not None else source.image_id(image.path)
+        if p.image_id is not None:
+            image_id = p.image_id
+        elif isinstance(image, Frame) and image.path is not None and image.path.suffix.lower() not in IMAGE_SUFFIXES:
+            image_id = image.index  # a frame decoded from a video: detections are saved per frame index
+        else:
+            image_id = source.image_id(image.path)
         found = source.detections(image_id, _name_map(p.class_names))
         return {"detections": finish(found, p, image)}
 

@@ -110,6 +110,7 @@ class GazePoints(Node):
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
         self._prepared: _Prepared | None = None
+        self._param_camera: Intrinsics | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------------ per frame
@@ -179,8 +180,9 @@ class GazePoints(Node):
     def _camera(self, wired: Intrinsics | None) -> Intrinsics | None:
         if wired is not None:
             return wired
-        value = self.params.intrinsics
-        return None if value is None else Intrinsics.coerce(value)
+        if self._param_camera is None and self.params.intrinsics is not None:
+            self._param_camera = Intrinsics.coerce(self.params.intrinsics)  # a file is read once, not per frame
+        return self._param_camera
 
     def _prepare(self, camera: Intrinsics | None) -> _Prepared:
         if self._prepared is None:

@@ -41,12 +41,24 @@ class CameraParams(NodeParams):
         return value
 
 
-def _inputs(params: CameraParams, image: Image, depth: Depth, masks: Masks, wired: Intrinsics | None
+class CameraNode(Node):
+    """A node taking a camera from its `intrinsics` input or param (a param file is read once)."""
+
+    Params = CameraParams
+
+    def camera(self, wired: Intrinsics | None) -> Intrinsics:
+        if wired is not None:
+            return wired
+        if self.params.intrinsics is None:
+            raise InputError("no camera intrinsics: wire the intrinsics input or set the intrinsics param")
+        if getattr(self, "_param_camera", None) is None:
+            self._param_camera = Intrinsics.coerce(self.params.intrinsics)
+        return self._param_camera
+
+
+def _inputs(params: CameraParams, image: Image, depth: Depth, masks: Masks, camera: Intrinsics
             ) -> tuple[np.ndarray, np.ndarray, Intrinsics]:
     """(depth in metres (H, W), masks bool (N, K', H, W), intrinsics for this size), after checking sizes."""
-    if wired is None and params.intrinsics is None:
-        raise InputError("no camera intrinsics: wire the intrinsics input or set the intrinsics param")
-    camera = wired if wired is not None else Intrinsics.coerce(params.intrinsics)
     where_depth = f"depth map {depth.path}" if depth.path else "the depth map"
     where_image = f"the image {image.path}" if image.path else "the image"
     if depth.size != image.size:
@@ -77,7 +89,7 @@ class LiftParams(CameraParams):
 
 
 @register("lift.depth")
-class LiftDepth(Node):
+class LiftDepth(CameraNode):
     """Lift each mask to a coloured 3D point cloud with a depth map and pinhole intrinsics (camera frame, metres)."""
 
     Params = LiftParams
@@ -88,7 +100,7 @@ class LiftDepth(Node):
     def run(self, ctx: ItemContext, image: Image, depth: Depth, masks: Masks,
             intrinsics: Intrinsics | None = None) -> dict[str, PointCloud]:
         p = self.params
-        z, layers, camera = _inputs(p, image, depth, masks, intrinsics)
+        z, layers, camera = _inputs(p, image, depth, masks, self.camera(intrinsics))
         if p.min_depth_m > 0 or p.max_depth_m is not None:
             far = np.inf if p.max_depth_m is None else p.max_depth_m
             z = np.where((z >= p.min_depth_m) & (z <= far), z, np.float32(np.nan))
@@ -146,7 +158,7 @@ class MccParams(CameraParams):
 
 
 @register("mcc.export")
-class MccExport(Node):
+class MccExport(CameraNode):
     """Write per object what MCC-style single-view 3D reconstruction consumes: RGB crop, seen XYZ (unmasked points at
     infinity) and mask."""
 
@@ -160,7 +172,7 @@ class MccExport(Node):
         from PIL import Image as PILImage
 
         p = self.params
-        z, layers, camera = _inputs(p, image, depth, masks, intrinsics)
+        z, layers, camera = _inputs(p, image, depth, masks, self.camera(intrinsics))
         xyz = seen_xyz(z, camera.fx, camera.fy, camera.cx, camera.cy)
         folder = ctx.output_path(p.dir, who=self.type_id)
         names = getattr(masks, "names", None)

@@ -157,6 +157,8 @@ class SamDecoder(Node):
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")
         prompts = [_prompts(inputs) for _, inputs in calls]
+        if sum(p.n for p in prompts) == 0:  # nothing to decode (a frame without gaze, an image without detections)
+            return [_no_masks(embedding, multimask) for _ in calls]
         text_tokens = _text_tokens(ctx, calls, prompts)
         if text_tokens is not None:
             from samflow.models.text.prompt import TextSamPredictor
@@ -183,6 +185,16 @@ class SamDecoder(Node):
             results.append({"masks": Masks(masks[part], scores[part]), "scores": Scores(scores[part]),
                             "logits": MaskLogits(logits[part], scores[part])})
         return results
+
+
+def _no_masks(embedding: ImageEmbedding, multimask: bool) -> dict[str, Payload]:
+    """Outputs for zero prompt sets: (0, K, ...) arrays, as a batch of N prompt sets with N = 0 would give."""
+    k = embedding.model.mask_decoder.num_multimask_outputs if multimask else 1
+    h, w = embedding.original_size
+    low_res = tuple(4 * s for s in embedding.features.shape[-2:])
+    scores = np.zeros((0, k), np.float32)
+    return {"masks": Masks(np.zeros((0, k, h, w), bool), scores), "scores": Scores(scores),
+            "logits": MaskLogits(np.zeros((0, k, *low_res), np.float32), scores)}
 
 
 def _text_tokens(ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]]], prompts: list[_Prompts]

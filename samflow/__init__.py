@@ -2,6 +2,7 @@
 
 from samflow.api import Pipeline, Segmentation, Segmenter, segment
 from samflow.cache import EmbeddingCache, content_key
+from samflow.detectors import register_detector
 from samflow.errors import CheckpointError, GraphError, InputError, NodeError, SamflowError
 from samflow.graph import Graph, GraphValidationError
 from samflow.models.sam import Sam, SamConfig, build_sam
@@ -12,15 +13,23 @@ from samflow.registry import register
 from samflow.scheduler import Scheduler
 from samflow.textprompt import TextPromptsUnavailable
 from samflow.types import Boxes, FilePath, Image, ImageEmbedding, MaskLogits, Masks, Points, Scores
+from samflow.types_3d import Depth, Intrinsics, PointCloud
+from samflow.types_detect import Detections, InstanceMasks
+from samflow.types_video import Frame, Gaze
+from samflow.video import run_video
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Boxes",
     "CheckpointError",
+    "Depth",
+    "Detections",
     "EmbeddingCache",
     "EncodedImage",
     "FilePath",
+    "Frame",
+    "Gaze",
     "Graph",
     "GraphError",
     "GraphValidationError",
@@ -28,6 +37,8 @@ __all__ = [
     "ImageEmbedding",
     "Input",
     "InputError",
+    "InstanceMasks",
+    "Intrinsics",
     "MaskLogits",
     "Masks",
     "ModelPool",
@@ -35,6 +46,7 @@ __all__ = [
     "NodeError",
     "NodeParams",
     "Pipeline",
+    "PointCloud",
     "Points",
     "Sam",
     "SamConfig",
@@ -48,5 +60,7 @@ __all__ = [
     "build_sam",
     "content_key",
     "register",
+    "register_detector",
+    "run_video",
     "segment",
 ]

@@ -10,6 +10,7 @@ The scheduler knows nothing of particular models: caching and batching are the n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -105,7 +106,7 @@ class Scheduler:
                 for _, key in step.inputs:
                     self._consumers[key] = self._consumers.get(key, 0) + 1
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="samflow") if max_workers > 1 else None
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks: dict[str, list] = {}  # key -> [lock, number of threads holding or waiting]
         self._locks_lock = threading.Lock()
 
     def _step(self, name: str) -> _Step:
@@ -239,9 +240,21 @@ class Scheduler:
             self.cache.put(key, dict(outputs))
             return outputs
 
-    def _key_lock(self, key: str) -> threading.Lock:
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """Serialise work on one key; the entry is dropped when nobody holds or waits for it, so a long stream
+        of distinct keys (video frames) does not accumulate locks."""
         with self._locks_lock:
-            return self._key_locks.setdefault(key, threading.Lock())
+            entry = self._key_locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._locks_lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._key_locks[key]
 
     def _count(self, step: _Step, seconds: float, batched: bool = False) -> None:
         with self._locks_lock:

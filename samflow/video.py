@@ -33,7 +33,7 @@ from samflow.graph import Graph
 from samflow.scheduler import Scheduler
 from samflow.types import Boxes, Image, Masks, Payload, Points
 from samflow.types_3d import PointCloud
-from samflow.types_video import Frame
+from samflow.types_video import Frame, Gaze
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,9 @@ class VideoRunner:
 
         masks = self._overlay_masks(outputs)
         points = next((p for p in outputs.values() if isinstance(p, Points)), None)
+        gaze = next((g for g in outputs.values() if isinstance(g, Gaze) and g.usable), None)
+        if points is None and gaze is not None:  # show where the wearer looked
+            points = Points([[gaze.x, gaze.y]], [1])
         boxes = getattr(masks, "boxes", None)
         if masks is None:
             return frame.data

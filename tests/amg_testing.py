@@ -1,129 +1,129 @@
-"""A small SAM whose masks depend on the prompt, for the automatic-mask-generation tests.
+"""A stand-in SAM whose masks depend on the prompt and the image, for the automatic-mask-generation tests.
 
-Random weights give near-identical blobs for every point (and stability scores of 0), which would make a
-comparison with the official generator vacuous. So the prompt encoder and mask decoder of a small model are
-trained briefly on synthetic scenes (a click -> the mask of the object under it), on top of a frozen random
-encoder. Training is seeded; the weights are cached by pytest (keyed by this file's content) so reruns skip it.
+Random SAM weights give near-identical textures for every point, with stability scores near 0, so a comparison
+with the official generator would prove little; a SAM trained well enough to give object masks takes far longer
+than a test may. `ColourSam` keeps SAM's interfaces (image encoder, prompt encoder, mask decoder with and without
+the samflow split, `preprocess`, `postprocess_masks`) but its decoder is a formula: the mask of a click is the
+region of similar colour around it, at three colour tolerances (nested, like SAM's ambiguity-aware masks), with
+smooth logits (stability scores vary) and a predicted IoU that is low on colour edges. Both generators run it
+through the same calls, so it exercises every step after the decoder: IoU and stability filters, crop-edge
+filter, NMS within and between crops, small-region clean-up, output formats.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from samflow import SamConfig
 from samflow.data.synthetic import render_scene
+from samflow.models.sam.sam import Sam
 
-# 256 px input (16 x 16 embedding grid, 64 x 64 low-res masks) with a narrow encoder and a 32-channel decoder:
-# small enough to train in seconds, the official classes accept the sizes.
-AMG_CONFIG = SamConfig(
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=256,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=128,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
-)
-
-SCENES = 24
-STEPS = 150
-POINTS_PER_SCENE = 8
-SCENES_PER_STEP = 4
-LR = 3e-3
+TOLERANCES = (0.35, 0.7, 1.2)  # colour distance (normalised pixels) at which each mask's logit crosses 0
+SHARPNESS = 12.0  # logits per unit of colour distance: sets how stable masks are
+REACH = 0.5  # logit lost per pixel of the low-res grid away from the click, beyond RADIUS
+RADIUS = 14.0
 
 
-def _targets(scene, points: np.ndarray) -> np.ndarray:
-    """bool (P, H, W): for each point the smallest annotated region containing it, else the background."""
-    masks = scene.masks
-    background = ~masks.any(axis=0)
-    out = np.empty((len(points), *masks.shape[1:]), dtype=bool)
-    areas = masks.reshape(len(masks), -1).sum(axis=1)
-    for i, (x, y) in enumerate(points.astype(int)):
-        inside = np.flatnonzero(masks[:, y, x])
-        out[i] = masks[inside[np.argmin(areas[inside])]] if inside.size else background
-    return out
+class _Encoder(nn.Module):
+    """Normalised pixels average-pooled 4 x 4: the 'embedding' is the image at low-res mask resolution."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)  # gives the model a device and dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 4)
 
 
-def _sample_points(scene, rng: np.random.Generator) -> np.ndarray:
-    """float (P, 2): three in four points on an object (a uniformly chosen annotation), the rest anywhere."""
-    points = rng.uniform(0, 255, (POINTS_PER_SCENE, 2))
-    for i in range(POINTS_PER_SCENE):
-        if rng.random() < 0.75:
-            ys, xs = np.nonzero(scene.masks[rng.integers(len(scene.masks))])
-            if xs.size:
-                j = rng.integers(xs.size)
-                points[i] = (xs[j] + 0.5, ys[j] + 0.5)
-    return points
+class _Prompts(nn.Module):
+    """Passes point coordinates through (sparse: (B, N, 3) x, y, label); no dense embedding."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.input_image_size = (img_size, img_size)
+        self.image_embedding_size = (img_size // 4, img_size // 4)
+        self.embed_dim = 3
+
+    def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
+                masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        coords, labels = points
+        sparse = torch.cat([coords.to(torch.float64), labels[..., None].to(torch.float64)], dim=-1)
+        return sparse, torch.zeros(1)
+
+    def get_dense_pe(self) -> torch.Tensor:
+        return torch.zeros(1)
 
 
-def train_small_sam(seed: int = 0, steps: int = STEPS) -> torch.nn.Module:
-    """Train the prompt encoder and mask decoder of an AMG_CONFIG model; returns it in eval mode."""
-    from samflow.models.sam import build_sam
-    from samflow.predictor import SamPredictor
+class _Decoder(nn.Module):
+    """Colour-similarity masks around the first point (official forward, plus samflow's split)."""
 
-    torch.manual_seed(seed)
-    model = build_sam(AMG_CONFIG)
-    rng = np.random.default_rng(seed)
-    scenes = [render_scene(seed * 1000 + i, size=256) for i in range(SCENES)]
-    pixels = torch.cat([SamPredictor(model)._prepare(s.image, "RGB")[0] for s in scenes]).float()
-    pixels = model.preprocess(pixels)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=LR, total_steps=steps, pct_start=0.1)
-    model.train()
-    for _ in range(steps):
-        chosen = rng.choice(SCENES, SCENES_PER_STEP, replace=False)
-        coords, targets = [], []
-        for index in chosen:
-            points = _sample_points(scenes[index], rng)
-            coords.append(points)
-            target = torch.from_numpy(_targets(scenes[index], points)).float()[:, None]
-            targets.append(F.interpolate(target, size=(64, 64), mode="area")[:, 0])
-        embeddings = model.image_encoder(pixels[torch.as_tensor(chosen)])
-        feats = embeddings.repeat_interleave(POINTS_PER_SCENE, dim=0)
-        coords_t = torch.as_tensor(np.concatenate(coords), dtype=torch.float)[:, None]
-        labels = torch.ones(coords_t.shape[:2], dtype=torch.int)
-        target = torch.cat(targets)[:, None]  # (B, 1, 64, 64) soft
-        sparse, dense = model.prompt_encoder(points=(coords_t + 0.0, labels), boxes=None, masks=None)
-        image_pe = model.prompt_encoder.get_dense_pe()
-        logits, iou = model.mask_decoder(feats, image_pe, sparse, dense, multimask_output=True)
-        bce = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none").mean((-1, -2))
-        prob = logits.sigmoid()
-        inter = (prob * target).sum((-1, -2))
-        dice = 1 - (2 * inter + 1) / (prob.sum((-1, -2)) + target.sum((-1, -2)) + 1)
-        per_mask = bce + dice
-        best = per_mask.argmin(dim=1)
-        with torch.no_grad():
-            hard = logits > 0
-            true_iou = (hard & (target > 0.5)).sum((-1, -2)) / ((hard | (target > 0.5)).sum((-1, -2)) + 1e-6)
-        rows = torch.arange(len(best))
-        loss = per_mask[rows, best].mean() + per_mask.mean() * 0.1 + F.mse_loss(iou, true_iou.float())
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    model.eval()
-    return model
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
+                dense_prompt_embeddings: torch.Tensor, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        masks, iou = self._predict(image_embeddings, sparse_prompt_embeddings)
+        keep = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, keep], iou[:, keep]
+
+    def attend(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
+               dense_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        masks, iou = self._predict(image_embeddings, sparse_prompt_embeddings)
+        return iou, masks  # "tokens" carry the IoUs, "image tokens" the masks
+
+    def predict_iou(self, tokens_out: torch.Tensor) -> torch.Tensor:
+        return tokens_out
+
+    def masks_from_tokens(self, tokens_out: torch.Tensor, image_tokens: torch.Tensor, grid: object,
+                          index: torch.Tensor | None = None) -> torch.Tensor:
+        return image_tokens if index is None else image_tokens[index]
+
+    @staticmethod
+    def _predict(features: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = features[0]  # (3, g, g)
+        g = f.shape[-1]
+        xy = (sparse[:, 0, :2] / 4).floor().long().clamp(0, g - 1)  # click in the low-res grid
+        colour = f[:, xy[:, 1], xy[:, 0]].T  # (B, 3)
+        dist = (f[None] - colour[:, :, None, None]).norm(dim=1)  # (B, g, g)
+        yy, xx = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        far = ((xx[None] - xy[:, 0, None, None]) ** 2 + (yy[None] - xy[:, 1, None, None]) ** 2).float().sqrt()
+        penalty = REACH * (far - RADIUS).clamp(min=0)
+        tol = torch.tensor(TOLERANCES)[None, :, None, None]
+        logits = SHARPNESS * (tol - dist[:, None]) - penalty[:, None]  # (B, 3, g, g)
+        # Predicted IoU: high where the click's neighbourhood is uniform, lower for looser masks.
+        local = F.avg_pool2d(dist[:, None], 5, stride=1, padding=2)[:, 0]
+        edge = local[torch.arange(len(xy)), xy[:, 1], xy[:, 0]]
+        iou = (1.0 - edge[:, None] * 1.5 - torch.tensor([0.0, 0.02, 0.06])[None]).clamp(0, 1)
+        masks = torch.cat([logits[:, :1], logits], dim=1).float()  # slot 0: the single-mask output
+        return masks, torch.cat([iou[:, :1], iou], dim=1).float()
 
 
-def trained_checkpoint(directory: Path, seed: int = 0) -> Path:
-    """The trained weights as a samflow safetensors file under `directory` (trained on first use)."""
-    from samflow.models.sam import save_checkpoint
+class ColourSam(nn.Module):
+    """SAM's interfaces around the colour formula above; `img_size` is the long side images are resized to."""
 
-    key = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    path = Path(directory) / f"amg_sam_{seed}_{key}.safetensors"
-    if not path.is_file():
-        save_checkpoint(train_small_sam(seed), path)
-    return path
+    mask_threshold = 0.0
+    image_format = "RGB"
+
+    def __init__(self, img_size: int = 256) -> None:
+        super().__init__()
+        self.image_encoder = _Encoder(img_size)
+        self.prompt_encoder = _Prompts(img_size)
+        self.mask_decoder = _Decoder()
+        self.register_buffer("pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    preprocess = Sam.preprocess
+    postprocess_masks = Sam.postprocess_masks
 
 
 def scene_image(seed: int, size: int | tuple[int, int] = 256) -> np.ndarray:
-    """A synthetic scene not seen in training."""
+    """A synthetic scene of coloured shapes (some with parts, some occluded)."""
     return render_scene(10_000 + seed, size=size).image

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=7, help="synthetic scene seed (default 7)")
     p.add_argument("--model", default="tiny", help="preset (default tiny)")
     p.add_argument("--checkpoint", help="weights file instead of the shipped ones")
+    p.add_argument("--text", help='also segment what a text names, e.g. "a red star" (prompt adapter and CLIP '
+                                  "ranking): writes text_adapter.png and text_rank.png")
     p.set_defaults(func=run)
 
 
@@ -32,5 +34,11 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(args.out, image=image, seed=args.seed, model=args.model, checkpoint=args.checkpoint)
     for name, path in result.files.items():
         print(f"{name:>10}: {path}")
+    if args.text:
+        from samflow.models.text.demo import run_text_demo
+
+        for name, path in run_text_demo(args.out, args.text, image=image, seed=args.seed, model=args.model,
+                                        checkpoint=args.checkpoint).items():
+            print(f"{name:>10}: {path}")
     print(f"open the PNGs in {result.out_dir} to see the masks")
     return 0

@@ -8,6 +8,7 @@ import logging
 import yaml
 
 from samflow.cache import EmbeddingCache
+from samflow.engine_args import add_engine_arguments, check_local, ray_options
 from samflow.errors import InputError
 from samflow.graph import Graph
 from samflow.runner import plan_items, run_graph
@@ -34,8 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                         "skip the encoder")
     parser.add_argument("--cache-mb", type=int, metavar="MB", help="in-memory cache budget (default: sized "
                                                                     "for the device)")
-    parser.add_argument("--workers", type=int, default=1, help="threads for independent branches (default 1)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="threads for independent branches (default 1); with --engine ray: Ray workers "
+                             "(default: as many as the cluster allows)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_arguments(parser, workers=False)
     parser.set_defaults(func=run)
 
 
@@ -52,15 +56,32 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     overrides = {key: yaml.safe_load(value) for key, value in _pairs(args.overrides, "--set").items()}
     graph = Graph.load(args.graph, overrides=overrides)
-    items = plan_items(graph, _pairs(args.input, "--input"))
     budget = args.cache_mb * 2**20 if args.cache_mb is not None else None
+    check_local(args)
+    if args.engine == "ray":
+        return _run_on_ray(args, graph, budget)
+    items = plan_items(graph, _pairs(args.input, "--input"))
     cache = EmbeddingCache(max_bytes=budget, disk_dir=args.cache)
-    with Scheduler(graph, cache=cache, max_workers=args.workers) as scheduler:
+    with Scheduler(graph, cache=cache, max_workers=args.workers or 1) as scheduler:
         report = run_graph(scheduler, items, args.out, progress=False if args.no_progress else None,
                            graph_source=args.graph)
     counts = report.counts()
     log.info("%d ok, %d failed, %d skipped (done before) in %.1f s; see %s/run.json", counts["ok"],
              counts["failed"], counts["skipped"], report.seconds, args.out)
+    for item in report.failed:
+        log.error("failed: %s: %s", item["id"], item["error"])
+    return 1 if report.failed else 0
+
+
+def _run_on_ray(args: argparse.Namespace, graph: Graph, budget: int | None) -> int:
+    from samflow import distributed
+    from samflow.jobs import GraphJob
+
+    if args.cache:
+        raise InputError("--cache (an on-disk embedding cache) is not shared by Ray workers; leave it out")
+    items = distributed.plan_items(graph, _pairs(args.input, "--input"))
+    report = distributed.execute(GraphJob(graph, args.graph, budget), items, args.out,
+                                 ray_options(args))
     for item in report.failed:
         log.error("failed: %s: %s", item["id"], item["error"])
     return 1 if report.failed else 0

@@ -40,6 +40,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from samflow.train.text_recipes import run_text_recipe
+
+    if run_text_recipe(args.config) is not None:  # a text_clip: or text_adapter: recipe (issue 6)
+        return 0
     config = load_train_config(
         args.config,
         out_dir=args.out_dir,

@@ -23,11 +23,11 @@ import numpy as np
 
 from samflow.data.gaze import TIME_COLUMNS
 from samflow.errors import InputError
+from samflow.runner import IMAGE_SUFFIXES
 from samflow.types_video import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 def _av() -> Any:

@@ -57,22 +57,36 @@ def voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel: float) -> tu
 def statistical_outliers(points: np.ndarray, neighbors: int = 16, std_ratio: float = 2.0) -> np.ndarray:
     """bool (M,): True for inliers. A point is an outlier when its mean distance to its `neighbors` nearest
     points exceeds the mean of that distance over the cloud by more than `std_ratio` standard deviations (the
-    usual statistical filter). Exact k-NN in chunks: O(M^2) work, so downsample large clouds first."""
-    import torch
-
+    usual statistical filter). Exact k-NN: a k-d tree when scipy is installed, else chunked all-pairs distances
+    (O(M^2): downsample large clouds first)."""
     m = points.shape[0]
     if neighbors < 1:
         raise InputError(f"outlier neighbours must be >= 1, got {neighbors}")
     if m <= neighbors:
         return np.ones(m, dtype=bool)
-    cloud = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
-    mean_distance = torch.empty(m)
+    mean_distance = _mean_neighbour_distance(np.ascontiguousarray(points, dtype=np.float32), neighbors)
+    bar = mean_distance.mean() + std_ratio * mean_distance.std()
+    return mean_distance <= bar
+
+
+def _mean_neighbour_distance(points: np.ndarray, k: int) -> np.ndarray:
+    try:
+        from scipy.spatial import cKDTree
+    except ImportError:
+        return _mean_neighbour_distance_torch(points, k)
+    distances, _ = cKDTree(points).query(points, k=k + 1)  # the first neighbour is the point itself
+    return distances[:, 1:].mean(axis=1)
+
+
+def _mean_neighbour_distance_torch(points: np.ndarray, k: int) -> np.ndarray:
+    import torch
+
+    m = points.shape[0]
+    cloud = torch.from_numpy(points)
+    out = torch.empty(m)
     chunk = max(1, _CDIST_ELEMENTS // m)
     with torch.no_grad():
         for start in range(0, m, chunk):
             distances = torch.cdist(cloud[start:start + chunk], cloud)
-            nearest = distances.topk(neighbors + 1, dim=1, largest=False).values[:, 1:]  # the first is the point
-            mean_distance[start:start + chunk] = nearest.mean(dim=1)
-    mean_distance_np = mean_distance.numpy()
-    bar = mean_distance_np.mean() + std_ratio * mean_distance_np.std()
-    return mean_distance_np <= bar
+            out[start:start + chunk] = distances.topk(k + 1, dim=1, largest=False).values[:, 1:].mean(dim=1)
+    return out.numpy()

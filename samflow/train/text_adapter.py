@@ -63,7 +63,7 @@ class TextAdapterConfig(BaseModel):
     point_prob: float = Field(0.25, ge=0, le=1, description="batches that add one positive click to the text")
     text_mix: float = Field(0.0, ge=0, le=1, description="share of prompts made from caption text embeddings "
                                                          "instead of crop image embeddings (0: the paper's recipe)")
-    embedding_noise: float = Field(0.05, ge=0, description="gaussian noise on the CLIP embedding (robustness)")
+    embedding_noise: float = Field(0.03, ge=0, description="gaussian noise on the CLIP embedding (robustness)")
     max_minutes: float | None = Field(None, gt=0)
     num_threads: int | None = 1
     seed: int = 0
@@ -298,15 +298,6 @@ def load_text_adapter_config(path: str | Path) -> TextAdapterConfig:
         return TextAdapterConfig(**raw["text_adapter"])
     except ValidationError as exc:
         raise InputError(f"{path}: invalid text_adapter section:\n{exc}") from None
-
-
-def is_text_adapter_recipe(path: str | Path) -> bool:
-    """Whether a training YAML asks for adapter training (`samflow train` dispatches on this)."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and "text_adapter" in raw
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from composition_testing import one_torch_thread  # noqa: F401 (an autouse fixture)
 from graph_testing import SMALL_SAM, make_checkpoint, make_images
 
 from samflow.data.coco_results import DetectionFile, write_results
@@ -20,8 +21,10 @@ from samflow.models.sam.build import SHIPPED_WEIGHTS
 from samflow.scheduler import Scheduler
 from samflow.types import Boxes, Image
 from samflow.types_detect import Detections, InstanceMasks, to_supervision
+from samflow.types_video import Frame
 
 TINY_WEIGHTS = SHIPPED_WEIGHTS["tiny"]
+
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +105,17 @@ def test_detector_filters_clip_and_rank(ctx, tmp_path):
     capped = FileDetector({"file": str(path), "max_detections": 1, "image_id": 3}).run(
         ctx, image=Image(image.data))["detections"]
     assert capped.class_ids.tolist() == [2]
+
+
+def test_detect_file_uses_a_video_frame_index(ctx, tmp_path):
+    from samflow.nodes.detect import FileDetector
+
+    path = tmp_path / "per_frame.json"
+    path.write_text(json.dumps([{"image_id": 5, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9}]))
+    frame = Frame(np.zeros((10, 10, 3), np.uint8), path=Path("clip.mp4"), index=5, time=0.2)
+    assert len(FileDetector({"file": str(path)}).run(ctx, image=frame)["detections"]) == 1
+    frame.index = 6
+    assert len(FileDetector({"file": str(path)}).run(ctx, image=frame)["detections"]) == 0
 
 
 # ------------------------------------------------------------------------------------------------ detect.callable

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from composition_testing import one_torch_thread  # noqa: F401 (an autouse fixture)
 
 from samflow.cache import EmbeddingCache
 from samflow.data.frames import VideoFrames
@@ -21,6 +22,7 @@ from samflow.data.synthetic_video import (
 )
 from samflow.errors import GraphError, InputError, NodeError
 from samflow.graph import Graph
+from samflow.models.sam.build import SHIPPED_WEIGHTS
 from samflow.node import Input, Node
 from samflow.ops import fixations
 from samflow.ops.gaze_projection import cpf_points, pixel_angles, project_pinhole, transform_points
@@ -30,6 +32,8 @@ from samflow.scheduler import Scheduler
 from samflow.types import Image, Masks, Points
 from samflow.types_video import Frame
 from samflow.video import VideoRunner
+
+TINY_WEIGHTS = SHIPPED_WEIGHTS["tiny"]
 
 
 @register("testing.colour_flood")
@@ -217,6 +221,20 @@ def test_gaze_points_statuses_per_frame(tmp_path, ctx):
         node.run(ctx, frame=_frame(0, 0.2))
 
 
+def test_gaze_points_by_frame_index(tmp_path, ctx):
+    from samflow.nodes.gaze import GazePoints
+
+    path = tmp_path / "frames.csv"
+    path.write_text("frame,x,y\n0,10,10\n1,10.5,10\n2,11,10\n4,11,11\n5,80,80\n")
+    node = GazePoints({"file": str(path), "velocity_threshold": 100, "fps": 30})  # 0.5 px/frame = 15 px/s
+    got = {i: node.run(ctx, frame=_frame(i, None))["gaze"] for i in range(7)}
+    assert [got[i].status for i in range(7)] == ["fixation", "fixation", "fixation", "missing", "saccade",
+                                                 "saccade", "missing"]
+    assert (got[2].x, got[2].y) == (11, 10)
+    loose = GazePoints({"file": str(path), "fixation": "none", "tolerance_frames": 1})
+    assert loose.run(ctx, frame=_frame(3, None))["gaze"].sample == 2  # nearest: frame 2 (ties go earlier)
+
+
 def test_gaze_points_from_aria_csv_with_device_clock(tmp_path, ctx):
     from samflow.nodes.gaze import GazePoints
 
@@ -292,3 +310,45 @@ def test_gaze_following_the_moving_shape_masks_the_shape(tmp_path):
     assert statuses.get("saccade", 0) >= 1
     lines = (tmp_path / "out" / "frames.jsonl").read_text().splitlines()
     assert len(lines) == frames and json.loads(lines[0])["outputs"]["gaze"]["status"] == "fixation"
+
+
+def test_sam_decoder_takes_a_frame_without_gaze(ctx):
+    from graph_testing import SMALL_SAM
+    from samflow.nodes.sam import SamDecoder, SamEncoder
+
+    embedding = SamEncoder({"model": SMALL_SAM, "device": "cpu"}).run(ctx, image=_frame(0, 0.0))["embedding"]
+    nothing = Points(np.zeros((0, 1, 2), np.float32), np.zeros((0, 1), np.int32))
+    out = SamDecoder({"multimask": True}).run(ctx, embedding=embedding, points=nothing)
+    assert out["masks"].data.shape == (0, 3, 96, 96) and out["scores"].values.shape == (0, 3)
+
+
+@pytest.mark.skipif(not TINY_WEIGHTS.exists(), reason="needs shipped tiny weights")
+def test_tiny_sam_masks_the_shape_the_gaze_follows(tmp_path):
+    """The recipe's graph with the default tiny model: where the wearer fixates the moving disc, the mask is the
+    disc on most frames."""
+    scene = MovingShape(128, 128, 30, seed=4)
+    frames = 30  # one second of pursuit (the glance away and the gap come later)
+    video = write_video(tmp_path / "video.mp4", scene, frames)
+    gaze_csv = write_gaze_2d(tmp_path / "gaze.csv", gaze_recording(scene, frames / scene.fps))
+    g = Graph()
+    frame = g.input("frame", Frame)
+    gaze = g.add("gaze.points", "gaze", params={"file": str(gaze_csv), "intrinsics": scene.intrinsics,
+                                                "tolerance_s": 0.02}, frame=frame)
+    encoder = g.add("sam.encoder", "encoder", params={"model": "tiny"}, image=frame)
+    segment = g.add("sam.decoder", "segment", params={"multimask": True}, embedding=encoder.embedding,
+                    points=gaze.points)
+    g.output("masks", segment.masks)
+    g.output("gaze", gaze.gaze)
+    on_disc = hits = 0
+    with Scheduler(g, cache=EmbeddingCache(max_bytes=0)) as scheduler:
+        runner = VideoRunner(scheduler, tmp_path / "out", abort_after=frames + 1)
+        for result in runner.iter_frames(VideoFrames(video)):
+            if result.status != "ok" or result.outputs["gaze"].status != "fixation":
+                continue  # no gaze, no prompt (see the test above)
+            truth = scene.mask(result.index)
+            gaze_point = result.outputs["gaze"]
+            if not truth[int(gaze_point.y), int(gaze_point.x)]:
+                continue  # a glance away from the disc
+            on_disc += 1
+            hits += iou(result.outputs["masks"].best()[0], truth) > 0.7
+    assert on_disc >= 0.6 * frames and hits >= 0.8 * on_disc, (hits, on_disc)

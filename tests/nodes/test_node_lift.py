@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from composition_testing import read_ply
 from PIL import Image as PILImage
 
 from samflow.data.depth import write_depth_png
@@ -21,23 +22,6 @@ from samflow.types_3d import Depth, Intrinsics, PointCloud
 FX, FY, CX, CY = 120.0, 110.0, 31.5, 23.5
 NORMAL = np.array([0.2, -0.1, -1.0]) / np.linalg.norm([0.2, -0.1, -1.0])
 POINT = np.array([0.0, 0.0, 2.0])
-
-
-def read_ply(path):
-    """A strict reader of the binary little-endian PLY files samflow writes: (points (M, 3), colours (M, 3))."""
-    data = path.read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    assert header[0] == "ply" and header[1] == "format binary_little_endian 1.0"
-    count = next(int(line.split()[2]) for line in header if line.startswith("element vertex"))
-    properties = [line.split()[1:] for line in header if line.startswith("property")]
-    kinds = {"float": "<f4", "uchar": "u1", "double": "<f8", "int": "<i4"}
-    dtype = np.dtype([(name, kinds[kind]) for kind, name in properties])
-    assert len(data) - end == count * dtype.itemsize  # nothing more, nothing less
-    records = np.frombuffer(data[end:], dtype=dtype, count=count)
-    points = np.stack([records["x"], records["y"], records["z"]], axis=1)
-    colors = np.stack([records["red"], records["green"], records["blue"]], axis=1)
-    return points, colors
 
 
 def plane(height=48, width=64):

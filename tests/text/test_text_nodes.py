@@ -47,8 +47,9 @@ def test_clip_text_node(ctx, clip_file):
 
 
 def test_decoder_text_input_with_points(ctx, clip_file, adapter_file, picture):
-    from samflow.models.text.prompt import TextSamPredictor, get_adapter
     from samflow.nodes.sam import SamDecoder, SamEncoder
+
+    from samflow.models.text.prompt import TextSamPredictor, get_adapter
     from samflow.predictor import EncodedImage
     from samflow.types import Points
 

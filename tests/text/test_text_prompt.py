@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from samflow.errors import CheckpointError, InputError
-from samflow.models.text.adapter import AdapterConfig, PromptAdapter, adapter_path_for, load_adapter, save_adapter
+from samflow.models.text.adapter import (
+    AdapterConfig,
+    PromptAdapter,
+    adapter_path_for,
+    load_adapter,
+    save_adapter,
+)
 from samflow.models.text.prompt import TextSamPredictor
 from samflow.predictor import SamPredictor
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Hashable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,7 +76,21 @@ class MaskDecoder(nn.Module):
                 f"image_embeddings has batch {image_embeddings.shape[0]}; expected 1 (shared) or {batch} (per prompt)"
             )
         src = image_embeddings + dense_prompt_embeddings  # batch 1 when both are shared: the first layer is too
-        return self.transformer(src, image_pe, tokens)
+        return self.transformer(src, image_pe, tokens, image_key=self._image_key(image_embeddings,
+                                                                                  dense_prompt_embeddings))
+
+    def _image_key(self, image_embeddings: torch.Tensor, dense: torch.Tensor) -> Hashable | None:
+        """Identity of (image embedding, dense prompt) when both are shared by all prompts, else None.
+
+        The embedding is held by a weak reference in the key and compared by identity and in-place version, so a
+        new image that happens to reuse freed memory never matches. Only the spatially constant no-mask dense
+        embedding qualifies (by value); a mask prompt's dense embedding is per call.
+        """
+        if torch.is_grad_enabled() or image_embeddings.shape[0] != 1 or dense.shape[0] != 1:
+            return None
+        if dense.stride(-1) != 0 or dense.stride(-2) != 0 or image_embeddings.is_inference():
+            return None
+        return _Identity(image_embeddings, tuple(dense[0, :, 0, 0].tolist()))
 
     def predict_iou(self, tokens_out: torch.Tensor) -> torch.Tensor:
         """IoU predictions (B, num_mask_tokens) from the transformer's output tokens."""
@@ -115,3 +132,23 @@ class MaskDecoder(nn.Module):
         masks = torch.matmul(y, hyper_in.transpose(1, 2))  # (B, h*w*16, K) in (i, j, di1, dj1, di2, dj2) order
         masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return masks.reshape(b, k, 4 * h, 4 * w)
+
+
+class _Identity:
+    """Hashable stand-in for a live tensor: equal while it is the same object at the same in-place version."""
+
+    def __init__(self, tensor: torch.Tensor, extra: Hashable) -> None:
+        self._ref = weakref.ref(tensor)
+        self._version = tensor._version
+        self._extra = extra
+        self._hash = hash((id(tensor), self._version, extra))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Identity):
+            return NotImplemented
+        mine, theirs = self._ref(), other._ref()
+        return (mine is not None and mine is theirs and self._version == other._version == mine._version
+                and self._extra == other._extra)

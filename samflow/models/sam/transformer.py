@@ -8,6 +8,8 @@ projection of the first layer then runs once and is broadcast, instead of once p
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Hashable
 
 import torch
 from torch import nn
@@ -78,10 +80,16 @@ class TwoWayAttentionBlock(nn.Module):
         bias = torch.cat([t2i.k_proj(key_pe), t2i.v_proj.bias.expand(key_pe.shape[0], -1), i2t.q_proj(key_pe)], dim=1)
         return weight, bias
 
+    @staticmethod
+    def project_keys(keys: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        weight, bias = fused
+        return torch.matmul(keys, weight.t()).add_(bias)
+
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
                 key_pe: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries (B, T, C) with query_pe; keys (1 or B, N, C) with key_pe (1, N, C); `fused` from image_side."""
+                projected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, T, C) with query_pe; keys (1 or B, N, C) with key_pe (1, N, C); `fused` from image_side;
+        `projected` the fused projection of these keys when already known."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -89,8 +97,8 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        weight, bias = fused if fused is not None else self.image_side(key_pe[0])
-        projected = torch.matmul(keys, weight.t()).add_(bias)
+        if projected is None:
+            projected = self.project_keys(keys, fused if fused is not None else self.image_side(key_pe[0]))
         ci = self.cross_attn_token_to_image.internal_dim
         k_t2i, v_t2i, q_i2t = projected[..., :ci], projected[..., ci : 2 * ci], projected[..., 2 * ci :]
 
@@ -119,7 +127,8 @@ class TwoWayTransformer(nn.Module):
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
-        self._constants: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._constants: tuple[tuple, weakref.ref, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._first_projection: tuple[Hashable, torch.Tensor] | None = None
 
     def _image_side_constants(self, image_pe: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Fused image-side weights and positional biases of every layer and of the final attention.
@@ -129,31 +138,42 @@ class TwoWayTransformer(nn.Module):
         """
         final = self.final_attn_token_to_image
         params = [p for layer in self.layers for p in layer.parameters()] + list(final.parameters())
-        key = (tuple((t.data_ptr(), _version(t)) for t in params), image_pe.data_ptr(), _version(image_pe),
-               image_pe.shape, image_pe.dtype, torch.is_inference_mode_enabled())
-        if not torch.is_grad_enabled() and self._constants is not None and self._constants[0] == key:
-            return self._constants[1]
-        pe = image_pe[0]
+        key = (tuple((t.data_ptr(), _version(t)) for t in params), _version(image_pe), image_pe.shape,
+               image_pe.dtype, torch.is_inference_mode_enabled())
+        cached = self._constants
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key and cached[1]() is image_pe:
+            return cached[2]
+        pe = image_pe.flatten(2).permute(0, 2, 1)[0]
         constants = [layer.image_side(pe) for layer in self.layers]
         final_weight = torch.cat([final.k_proj.weight, final.v_proj.weight], dim=0)
         final_bias = torch.cat([final.k_proj(pe), final.v_proj.bias.expand(pe.shape[0], -1)], dim=1)
         constants.append((final_weight, final_bias))
         if not torch.is_grad_enabled():
-            self._constants = (key, constants)
+            self._constants = (key, weakref.ref(image_pe), constants)  # a live reference: its memory is not reused
         return constants
 
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
-                point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
+                image_key: Hashable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding (1 or B, C, h, w), image_pe (1, C, h, w), point_embedding (B, T, C).
 
+        `image_key` identifies a shared (batch 1) image embedding across calls: the first layer's image-side
+        projections depend on nothing else, so they are kept for the last image and reused by every later prompt.
         Returns the processed tokens (B, T, C) and image tokens (B, h*w, C).
         """
+        constants = self._image_side_constants(image_pe)
         keys = image_embedding.flatten(2).permute(0, 2, 1)
         image_pe = image_pe.flatten(2).permute(0, 2, 1)
-        constants = self._image_side_constants(image_pe)
+        first = None
+        if image_key is not None and keys.shape[0] == 1 and self.layers and not torch.is_grad_enabled():
+            full_key = (image_key, id(constants))
+            if self._first_projection is not None and self._first_projection[0] == full_key:
+                first = self._first_projection[1]
+            else:
+                first = self.layers[0].project_keys(keys, constants[0])
+                self._first_projection = (full_key, first)
         queries = point_embedding
-        for layer, fused in zip(self.layers, constants):
-            queries, keys = layer(queries, keys, point_embedding, image_pe, fused)
+        for i, (layer, fused) in enumerate(zip(self.layers, constants)):
+            queries, keys = layer(queries, keys, point_embedding, image_pe, fused, first if i == 0 else None)
         final = self.final_attn_token_to_image
         weight, bias = constants[-1]
         projected = torch.matmul(keys, weight.t()).add_(bias)

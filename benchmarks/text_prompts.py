@@ -1,0 +1,122 @@
+"""Text prompts on held-out synthetic scenes: the figures of issue 6.
+
+    python benchmarks/text_prompts.py [--scenes 200] [--seed 22] [--sam tiny | SAM.safetensors] [--threads 1]
+
+For each scene, every object whose colour + shape is unique in the scene and whose area passes the adapter's size
+threshold is named by its canonical caption ("a red star"). Printed:
+- adapter path: mIoU of the text prompt alone, of the CLIP image embedding of its crop, and of the text plus one
+  corrective click (at the error region's farthest pixel from its boundary), all in one decoder call each;
+- ranking path: how often CLIP ranking picks the right object (IoU >= 0.5) among SAM masks for a grid of clicks,
+  and among the ground-truth masks (CLIP alone); how often a caption naming an absent object keeps nothing;
+- timings: a cached text embedding, and the decoder with a point, with the text, with both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from samflow.data.synthetic import render_scene, scene_rng
+from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
+from samflow.models.text.captions import absent_names, caption, unique_objects
+from samflow.models.text.clip import get_clip
+from samflow.models.text.demo import grid_points
+from samflow.models.text.prompt import TextSamPredictor, default_adapter_path, get_adapter
+from samflow.models.text.rank import rank_masks
+from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> dict[str, float]:
+    predictor = TextSamPredictor(sam)
+    grid_hits = gt_hits = total = absent_kept = absent_total = 0
+    for index in range(scenes):
+        scene = render_scene(scene_rng(seed, index), size=sam.image_encoder.img_size)
+        predictor.set_image(scene.image)
+        h, w = scene.image.shape[:2]
+        points = np.array(grid_points(h, w, per_side), dtype=np.float32)[:, None]
+        masks, _, _ = predictor.predict(point_coords=points, point_labels=np.ones(points.shape[:2]),
+                                        multimask_output=True)
+        proposals = masks.reshape(-1, h, w)
+        anns = scene.annotations
+        for j in unique_objects(anns):
+            if anns[j]["area"] < min_area:
+                continue
+            text = caption(anns[j])
+            picked = rank_masks(clip, scene.image, proposals, text)
+            grid_hits += int(picked.indices.size > 0 and iou(proposals[picked.indices[0]], scene.masks[j]) >= 0.5)
+            truth = rank_masks(clip, scene.image, scene.masks, text)
+            gt_hits += int(truth.indices.size > 0 and int(truth.indices[0]) == j)
+            total += 1
+        for name in absent_names(anns)[index % 5 :: 12]:
+            absent_kept += int(rank_masks(clip, scene.image, proposals, f"a {name}").indices.size > 0)
+            absent_total += 1
+    return {"rank_grid_top1": grid_hits / total, "rank_truth_top1": gt_hits / total, "rank_objects": total,
+            "absent_rejected": 1 - absent_kept / absent_total, "absent_captions": absent_total}
+
+
+def timings(sam, clip, adapter) -> dict[str, float]:
+    scene = render_scene(scene_rng(0, 0), size=sam.image_encoder.img_size)
+    predictor = TextSamPredictor(sam)
+    predictor.set_image(scene.image)
+    clip.embed_text("a red star")
+
+    def ms(fn, n: int = 200) -> float:
+        fn()
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e3
+
+    with torch.no_grad():
+        tokens = adapter.text_tokens(clip.embed_text("a red star"))
+    point = torch.tensor([[[100.0, 100.0]]]), torch.ones(1, 1, dtype=torch.int)
+    return {
+        "text_embedding_cached_ms": ms(lambda: clip.embed_text("a red star"), 2000),
+        "text_to_tokens_cached_ms": ms(lambda: adapter.text_tokens(clip.embed_text("a red star")), 2000),
+        "decoder_point_ms": ms(lambda: predictor.predict_torch(*point, multimask_output=False)),
+        "decoder_text_ms": ms(lambda: predictor.predict_torch(None, None, text_tokens=tokens, multimask_output=False)),
+        "decoder_text_point_ms": ms(lambda: predictor.predict_torch(*point, text_tokens=tokens,
+                                                                    multimask_output=False)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=22, help="held out: CLIP trains on 11, the adapter on 21")
+    parser.add_argument("--sam", default="tiny", help="preset with shipped weights, or a SAM checkpoint")
+    parser.add_argument("--adapter", help="adapter file (default: beside the SAM weights)")
+    parser.add_argument("--grid", type=int, default=8, help="grid clicks per side for ranking proposals")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    checkpoint = SHIPPED_WEIGHTS.get(args.sam, args.sam)
+    sam = build_sam(args.sam if args.sam in SHIPPED_WEIGHTS else None, checkpoint=checkpoint, device="cpu")
+    clip = get_clip("clip_tiny", device="cpu")
+    adapter = get_adapter(args.adapter or default_adapter_path(args.sam), "cpu")
+    min_area = TextAdapterConfig().min_area
+    figures: dict[str, float] = {}
+    started = time.perf_counter()
+    objects = build_objects(sam, clip, args.seed, args.scenes, min_area)
+    figures.update(evaluate(sam, clip, adapter, objects))
+    figures.update(ranking(sam, clip, args.scenes, args.seed, min_area, args.grid))
+    figures.update(timings(sam, clip, adapter))
+    figures["seconds"] = time.perf_counter() - started
+    width = max(map(len, figures))
+    for name, value in figures.items():
+        print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
