@@ -25,7 +25,7 @@ from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
 from samflow.models.text.captions import absent_names, caption, unique_objects
 from samflow.models.text.clip import get_clip
 from samflow.models.text.demo import grid_points
-from samflow.models.text.prompt import TextSamPredictor, default_adapter_path, get_adapter
+from samflow.models.text.prompt import TextSamPredictor, default_adapter_path, get_adapter, text_tokens_for
 from samflow.models.text.rank import rank_masks
 from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate
 
@@ -78,12 +78,14 @@ def timings(sam, clip, adapter) -> dict[str, float]:
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1e3
 
-    with torch.no_grad():
-        tokens = adapter.text_tokens(clip.embed_text("a red star"))
+    def text_tokens() -> torch.Tensor:
+        return text_tokens_for(adapter, clip.embed_text("a red star"), clip.fingerprint, sam, predictor.features)
+
+    tokens = text_tokens()
     point = torch.tensor([[[100.0, 100.0]]]), torch.ones(1, 1, dtype=torch.int)
     return {
         "text_embedding_cached_ms": ms(lambda: clip.embed_text("a red star"), 2000),
-        "text_to_tokens_cached_ms": ms(lambda: adapter.text_tokens(clip.embed_text("a red star")), 2000),
+        "text_to_tokens_cached_ms": ms(text_tokens, 500),
         "decoder_point_ms": ms(lambda: predictor.predict_torch(*point, multimask_output=False)),
         "decoder_text_ms": ms(lambda: predictor.predict_torch(None, None, text_tokens=tokens, multimask_output=False)),
         "decoder_text_point_ms": ms(lambda: predictor.predict_torch(*point, text_tokens=tokens,

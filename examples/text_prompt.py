@@ -58,10 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     # 2. The API. Text models load once per process (shipped clip_tiny + tiny's adapter).
     sam = build_sam("tiny")
     models = load_text_models("tiny")
-    predictor = TextSamPredictor(sam)
+    predictor = TextSamPredictor(sam, models)
     predictor.set_image(image)
-    tokens = models.tokens(args.text, device=sam.device, dtype=sam.dtype)
-    mask = predictor.predict(text_tokens=tokens, multimask_output=False)[0][0]
+    mask = predictor.predict(text=args.text, multimask_output=False)[0][0]
     if truth is not None:
         # A corrective click where the text's mask is most wrong, decoded with the text in one call.
         missed, extra = truth & ~mask, mask & ~truth
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         fixed = mask
         if click is not None:
             fixed = predictor.predict(point_coords=np.array([click]), point_labels=np.array([label]),
-                                      text_tokens=tokens, multimask_output=False)[0][0]
+                                      text=args.text, multimask_output=False)[0][0]
         log.info("API: text IoU %.3f, text + one click IoU %.3f", _iou(mask, truth), _iou(fixed, truth))
 
     h, w = image.shape[:2]

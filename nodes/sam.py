@@ -208,7 +208,8 @@ def _text_tokens(ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]
     text: TextEmbedding = calls[0][1]["text"]
     adapter = get_adapter(calls[0][0].params.text_adapter or _default_adapter(), str(embedding.model.device),
                           pool=ctx.models)
-    return text_tokens_for(adapter, np.concatenate([p.text for p in prompts]), text.model_key, embedding.model)
+    return text_tokens_for(adapter, np.concatenate([p.text for p in prompts]), text.model_key, embedding.model,
+                           embedding.features)
 
 
 def _default_adapter() -> str:

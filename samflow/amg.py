@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
-__all__ = ["GeneratedMasks", "SamAutomaticMaskGenerator"]
+__all__ = ["GeneratedMasks", "SamAutomaticMaskGenerator", "cached_embedder"]
 
 
 @dataclass
@@ -133,8 +133,9 @@ class SamAutomaticMaskGenerator:
 
     Parameters and defaults are the official ones (see `segment_anything.SamAutomaticMaskGenerator`). Additions,
     keyword-only: `embed` maps an RGB crop (H, W, 3) to its `EncodedImage` (default: the model's encoder; pass a
-    cache-backed function to reuse embeddings), and `postprocess_chunk` bounds how many masks are held at full
-    resolution at once.
+    cache-backed function to reuse embeddings); the chunk sizes bound memory without changing results:
+    `decoder_chunk` prompts go through the transformer at once, `upscale_chunk` prompts through the mask
+    upscaling, `postprocess_chunk` masks are held at full resolution.
     """
 
     def __init__(self, model: torch.nn.Module, points_per_side: int | None = 32, points_per_batch: int = 64,
@@ -143,7 +144,8 @@ class SamAutomaticMaskGenerator:
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: OutputMode = "binary_mask", *,
-                 embed: Callable[[np.ndarray], EncodedImage] | None = None, postprocess_chunk: int = 8) -> None:
+                 embed: Callable[[np.ndarray], EncodedImage] | None = None, postprocess_chunk: int = 8,
+                 decoder_chunk: int = 8, upscale_chunk: int = 8) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise InputError("give exactly one of points_per_side and point_grids")
         if points_per_side is not None:
@@ -158,8 +160,8 @@ class SamAutomaticMaskGenerator:
                                  f"needs {crop_n_layers + 1} (one per layer)")
         if output_mode not in OUTPUT_MODES:
             raise InputError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
-        if points_per_batch < 1 or postprocess_chunk < 1:
-            raise InputError("points_per_batch and postprocess_chunk must be at least 1")
+        if min(points_per_batch, postprocess_chunk, decoder_chunk, upscale_chunk) < 1:
+            raise InputError("points_per_batch and the chunk sizes must be at least 1")
         if crop_n_layers < 0:
             raise InputError(f"crop_n_layers must not be negative, got {crop_n_layers}")
         self.model = model
@@ -178,6 +180,8 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
         self.embed = embed
         self.postprocess_chunk = postprocess_chunk
+        self.decoder_chunk = decoder_chunk
+        self.upscale_chunk = upscale_chunk
 
     # --- public -------------------------------------------------------------------------------------------------
 
@@ -241,10 +245,13 @@ class SamAutomaticMaskGenerator:
         data.crop_boxes = np.tile(np.array(crop_box, dtype=np.int64), (len(data), 1))
         return data
 
-    def _decode(self, encoded: EncodedImage, points: np.ndarray) -> tuple[torch.Tensor, Callable[[torch.Tensor],
-                                                                                                 torch.Tensor]]:
-        """IoU predictions (B, K) for point prompts, and a function giving the low-res logits (n, K, h, w) of the
-        prompts it is given (indices), computed then: only for prompts that have a mask worth upscaling."""
+    def _decode(self, encoded: EncodedImage, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predicted IoUs of all candidates (B * K,), point-major as the official flattens them; the indices of
+        those passing `pred_iou_thresh` (n,); and their low-res logits (n, h, w).
+
+        With samflow's decoder the transformer runs `decoder_chunk` prompts at a time (a prompt's result does not
+        depend on its batch-mates) and masks are upscaled only for prompts with a passing candidate.
+        """
         model = self.model
         device = encoded.features.device
         coords = torch.as_tensor(self.transform.apply_coords(points, encoded.original_size), device=device)
@@ -253,28 +260,51 @@ class SamAutomaticMaskGenerator:
         decoder = model.mask_decoder
         image_pe = model.prompt_encoder.get_dense_pe()
         multimask = slice(1, None)  # the three ambiguity-aware masks, as with multimask_output=True
-        if hasattr(decoder, "attend"):
-            tokens, image_tokens = decoder.attend(encoded.features, image_pe, sparse, dense)
+        if not hasattr(decoder, "attend"):
+            # A decoder without the split (e.g. the official one): everything at once, as the official does.
+            low_res, iou = decoder(image_embeddings=encoded.features, image_pe=image_pe,
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=True)
+            index = self._passing(iou.flatten().float())
+            k = iou.shape[1]
+            return iou.flatten().float(), index, low_res[index // k, index % k].float()
+
+        ious, indices, logits = [], [], []
+        grid = encoded.features.shape[-2:]
+        for start in range(0, sparse.shape[0], self.decoder_chunk):
+            part = slice(start, start + self.decoder_chunk)
+            tokens, image_tokens = decoder.attend(encoded.features, image_pe, sparse[part],
+                                                  dense[part] if dense.shape[0] > 1 else dense)
             iou = decoder.predict_iou(tokens)[:, multimask]
-            grid = encoded.features.shape[-2:]
-            return iou, lambda index: decoder.masks_from_tokens(tokens, image_tokens, grid, index)[:, multimask]
-        # A decoder without the split (e.g. the official one): everything at once.
-        low_res, iou = decoder(image_embeddings=encoded.features, image_pe=image_pe, sparse_prompt_embeddings=sparse,
-                               dense_prompt_embeddings=dense, multimask_output=True)
-        return iou, lambda index: low_res[index]
+            k = iou.shape[1]
+            iou = iou.flatten().float()
+            index = self._passing(iou)
+            prompts, which = torch.unique(index // k, return_inverse=True)
+            for first in range(0, len(prompts), self.upscale_chunk):
+                chosen = which[(which >= first) & (which < first + self.upscale_chunk)]
+                picked = index[(which >= first) & (which < first + self.upscale_chunk)]
+                low = decoder.masks_from_tokens(tokens, image_tokens, grid,
+                                                prompts[first : first + self.upscale_chunk])[:, multimask]
+                logits.append(low[chosen - first, picked % k].float())
+            del tokens, image_tokens
+            ious.append(iou)
+            indices.append(index + start * k)
+        if not logits:
+            logits.append(torch.zeros(0, *grid, device=device))
+        return torch.cat(ious), torch.cat(indices), torch.cat(logits)
+
+    def _passing(self, iou: torch.Tensor) -> torch.Tensor:
+        if self.pred_iou_thresh > 0.0:
+            return torch.nonzero(iou > self.pred_iou_thresh).flatten()
+        return torch.arange(len(iou), device=iou.device)
 
     def _process_batch(self, encoded: EncodedImage, points: np.ndarray, crop_box: list[int],
                        size: tuple[int, int]) -> GeneratedMasks:
-        iou, low_res_of = self._decode(encoded, points)
-        k = iou.shape[1]
-        iou = iou.flatten().float()
         # Candidates are (point, mask) pairs in the official order: point-major.
-        keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(iou, dtype=torch.bool)
-        index = torch.nonzero(keep).flatten()
+        iou, index, low_res = self._decode(encoded, points)
+        k = len(iou) // max(len(points), 1)
         if index.numel() == 0:
             return GeneratedMasks.empty(size)
-        prompts, which = torch.unique(index // k, return_inverse=True)
-        low_res = low_res_of(prompts)[which, index % k].float()  # (n, h, w)
 
         counts: list[np.ndarray] = []
         kept, boxes, scores = [], [], []
@@ -351,6 +381,36 @@ class SamAutomaticMaskGenerator:
         data.counts = new_counts
         data.boxes = boxes.numpy()
         return data.select(keep)
+
+
+def cached_embedder(model: torch.nn.Module, cache: Any) -> Callable[[np.ndarray], EncodedImage]:
+    """An `embed` function that looks crops up in an EmbeddingCache before running the encoder.
+
+    Keys are those of the `sam.encoder` node (node id, model fingerprint, pixels), so an embedding computed by a
+    graph, or by an earlier run with an on-disk cache, is reused, and one computed here serves them in turn.
+    """
+    from samflow.cache import content_key
+    from samflow.models.sam.checkpoint import model_fingerprint
+    from samflow.types import Image, ImageEmbedding
+
+    predictor = SamPredictor(model)
+    fingerprint = model_fingerprint(model)
+
+    def embed(crop: np.ndarray) -> EncodedImage:
+        image = Image(np.ascontiguousarray(crop))
+        key = content_key("sam.encoder", fingerprint, image)
+        entry = cache.get(key)
+        if entry is not None and isinstance(entry.get("embedding"), ImageEmbedding):
+            found = entry["embedding"]
+            features = found.features.to(device=predictor.device, dtype=model.dtype)
+            return EncodedImage(features, tuple(found.original_size), tuple(found.input_size))
+        encoded = predictor.encode(image.data)
+        cache.put(key, {"embedding": ImageEmbedding(encoded.features, encoded.original_size, encoded.input_size,
+                                                    model_key=fingerprint, image_hash=image.content_hash,
+                                                    model=model)})
+        return encoded
+
+    return embed
 
 
 def _mask_counts(mask: np.ndarray) -> np.ndarray:

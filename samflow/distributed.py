@@ -2,6 +2,7 @@
 
     from samflow import distributed
     report = distributed.run("graphs/point_prompt.yaml", "photos/", "runs/points", workers=4, gpus_per_worker=1)
+    report = distributed.annotate("s3://bucket/photos/", "runs/sa", workers=8, gpus_per_worker=1)
 
 How a run goes:
 1. The driver lists the inputs (local folder or glob, or a URI pyarrow reads) and leaves out items whose outputs
@@ -11,8 +12,8 @@ How a run goes:
    inside a worker as in-process.
 3. Workers send back each item's file bytes; the driver writes them atomically and records the item once. A worker
    that dies is replaced by Ray and its batch retried; an item that fails (a corrupt image) is an
-   error record. The manifest (`OUT/run.json`) accounts for every input once: ok, failed, skipped (done before), or
-   pending (the run was interrupted; rerun to finish).
+   error record. The manifest (`OUT/run.json` for graphs, `OUT/summary.json` for the data engine) accounts for
+   every input once: ok, failed, skipped (done before), or pending (the run stopped first; rerun to finish).
 
 Outputs are written by the driver, so OUT only needs to be reachable from it; inputs must be readable by every
 worker (a shared folder, or an object store URI).
@@ -25,19 +26,24 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from samflow import sources
 from samflow.errors import InputError, SamflowError
 from samflow.jobs import GraphJob, Job
 
+if TYPE_CHECKING:
+    from samflow.graph import Graph
+
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterError", "DistributedReport", "RayOptions", "execute", "plan_items", "run"]
+__all__ = ["ClusterError", "DistributedReport", "RayOptions", "annotate", "execute", "plan_images", "plan_items",
+           "run"]
 
 Item = tuple[str, dict[str, str]]
 
@@ -87,12 +93,15 @@ class RayOptions:
 
 @dataclass
 class DistributedReport:
-    """What a run did: per-item records in input order, the workers' summed counters, timings."""
+    """What a run did: per-item records in input order, the workers' summed counters, timings (`seconds` in all,
+    `cluster_seconds` to start or join the cluster, `first_result_seconds` from then to the first item back: the
+    workers' start, model loading included)."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     cluster_seconds: float = 0.0
+    first_result_seconds: float = 0.0
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -113,13 +122,14 @@ class DistributedReport:
         return {"processed": processed, "failures": counts["failed"], "masks": masks,
                 "images_per_s": round(processed / busy, 3) if processed else 0.0,
                 "masks_per_s": round(masks / busy, 3) if processed else 0.0,
-                "seconds": round(self.seconds, 3), "cluster_start_s": round(self.cluster_seconds, 3)}
+                "seconds": round(self.seconds, 3), "cluster_start_s": round(self.cluster_seconds, 3),
+                "first_result_s": round(self.first_result_seconds, 3)}
 
 
 # ----------------------------------------------------------------------------------------------------- the API
 
 
-def run(graph: Any, dataset: Any, out: str | Path, *, address: str | None = None, workers: int | None = None,
+def run(graph: Graph | str | Path, dataset: Any, out: str | Path, *, address: str | None = None, workers: int | None = None,
         gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, batch_size: int = 8,
         progress: bool | None = None, cache_bytes: int | None = None, graph_source: str | None = None,
         init_args: Mapping[str, Any] | None = None,
@@ -143,7 +153,54 @@ def run(graph: Any, dataset: Any, out: str | Path, *, address: str | None = None
     return execute(GraphJob(graph, graph_source, cache_bytes), items, out, options)
 
 
-def plan_items(graph: Any, specs: Mapping[str, str | Path]) -> list[Item]:
+def annotate(images: str | Path | Sequence[str | Path], out: str | Path, *, model: str | None = None,
+             checkpoint: str | Path | None = None, device: str | None = None, preview: bool = False,
+             cache: str | Path | None = None, address: str | None = None, workers: int | None = None,
+             gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, batch_size: int = 8,
+             progress: bool | None = None, init_args: Mapping[str, Any] | None = None,
+             remote_args: Mapping[str, Any] | None = None, **amg_params: Any) -> DistributedReport:
+    """`samflow annotate` on Ray: one SA-1B JSON per image in `out` (the same bytes as in-process with equal
+    torch threads), `out/image_ids.json`, and `out/summary.json` (the in-process fields plus per-item records).
+
+    images: files, folders, globs or URIs. amg_params: the command's mask generation options
+    (points_per_side=32, pred_iou_thresh=0.88, ...; see `samflow annotate --help`).
+    """
+    from samflow.commands.annotate import AMG_OPTIONS
+    from samflow.jobs import AnnotateJob
+
+    defaults = {name: default for name, _, default, _ in AMG_OPTIONS}
+    unknown = sorted(set(amg_params) - set(defaults))
+    if unknown:
+        raise InputError(f"unknown mask generation option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+    specs = [images] if isinstance(images, (str, Path)) else list(images)
+    job = AnnotateJob({**defaults, **amg_params}, model=model, checkpoint=str(checkpoint) if checkpoint else None,
+                      device=device, preview=preview, cache_dir=str(cache) if cache else None)
+    options = RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                         cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress,
+                         init_args=dict(init_args or {}), remote_args=dict(remote_args or {}))
+    return execute(job, plan_images(specs, out), out, options)
+
+
+def plan_images(specs: Sequence[str | Path], out: str | Path) -> list[Item]:
+    """(stem, {image, image_id}) per image, as `samflow annotate` lists them: local files deduplicated and sorted
+    as the command does, then URIs; ids from (and added to) `out/image_ids.json`."""
+    from samflow.commands.annotate import _image_ids, _unique_stems
+    from samflow.runner import IMAGE_SUFFIXES, expand_paths
+
+    local = [spec for spec in specs if not sources.is_uri(spec)]
+    remote = [str(spec) for spec in specs if sources.is_uri(spec)]
+    paths = [str(p) for p in sorted({p.resolve(): p for spec in local
+                                     for p in expand_paths(spec, IMAGE_SUFFIXES)}.values())]
+    paths += sorted({uri for spec in remote for uri in sources.list_files(spec, IMAGE_SUFFIXES)})
+    if not paths:
+        raise InputError(f"no images found in {' '.join(str(spec) for spec in specs)}")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    stems = _unique_stems([Path(_stem_source(path)) for path in paths])
+    ids = _image_ids(Path(out), stems)
+    return [(stem, {"image": path, "image_id": str(image_id)}) for stem, path, image_id in zip(stems, paths, ids)]
+
+
+def plan_items(graph: Graph, specs: Mapping[str, str | Path]) -> list[Item]:
     """(item id, {input: path}) per item, by `samflow run`'s rules, for local paths and URIs alike."""
     from samflow.runner import IMAGE_SUFFIXES, _item_ids
     from samflow.types import FilePath, Image
@@ -178,9 +235,9 @@ def execute(job: Job, items: Sequence[Item], out: str | Path, options: RayOption
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ids = [item_id for item_id, _ in items]
-    if len(set(ids)) != len(ids):
-        raise InputError("item ids must be unique; repeated: "
-                         f"{', '.join(sorted({i for i in ids if ids.count(i) > 1})[:5])}")
+    repeated = sorted(item_id for item_id, count in Counter(ids).items() if count > 1)
+    if repeated:
+        raise InputError(f"item ids must be unique; repeated: {', '.join(repeated[:5])}")
     records: dict[str, dict[str, Any]] = {}
     todo: list[Item] = []
     for item_id, inputs in items:
@@ -229,6 +286,8 @@ def _process(job: Job, todo: list[Item], out: Path, options: RayOptions, records
     try:
         with closing(_results(job, todo, options)) as results:
             for batch in results:
+                if not done:
+                    report.first_result_seconds = time.perf_counter() - started - report.cluster_seconds
                 for row in batch.to_pylist():
                     item_id = row["id"]
                     if item_id not in pending:  # a retried batch delivered twice: the first copy counted
@@ -259,8 +318,7 @@ def _results(job: Job, todo: list[Item], options: RayOptions) -> Iterator[Any]:
     context = ray.data.DataContext.get_current()
     if options.progress is not None:
         context.enable_progress_bars = options.progress
-    rows = [{"id": item_id, "inputs": json.dumps({name: _for_workers(path) for name, path in inputs.items()})}
-            for item_id, inputs in todo]
+    rows = [{"id": item_id, "inputs": json.dumps(job.to_worker(inputs))} for item_id, inputs in todo]
     # One block per batch: a worker's death costs a retry of one batch, not of a big block.
     blocks = min(math.ceil(len(rows) / options.batch_size), 100_000)
     dataset = ray.data.from_items(rows, override_num_blocks=blocks)
@@ -330,7 +388,7 @@ def _write_manifest(path: Path, job: Job, report: DistributedReport, options: Ra
     stats = dict(report.stats)
     nodes = {name: {**node, "seconds": round(node.get("seconds", 0.0), 6)}
              for name, node in stats.pop("nodes", {}).items()}
-    manifest = {**job.manifest_extra(), "engine": "ray", "seconds": round(report.seconds, 6),
+    manifest = {**job.manifest_extra(report), "engine": "ray", "seconds": round(report.seconds, 6),
                 "counts": report.counts(), "summary": report.summary(),
                 "ray": {"address": options.address, "workers": options.workers, "batch_size": options.batch_size,
                         "gpus_per_worker": options.gpus_per_worker, "cpus_per_worker": options.cpus_per_worker},
@@ -338,7 +396,7 @@ def _write_manifest(path: Path, job: Job, report: DistributedReport, options: Ra
     write_json_atomic(path, manifest)
 
 
-def _items_of(graph: Any, dataset: Any) -> list[Item]:
+def _items_of(graph: Graph, dataset: Any) -> list[Item]:
     if isinstance(dataset, (str, Path)):
         if len(graph.inputs) != 1:
             raise InputError(f"the graph takes {len(graph.inputs)} inputs ({', '.join(graph.inputs)}); "
@@ -358,7 +416,7 @@ def _items_of(graph: Any, dataset: Any) -> list[Item]:
     return items
 
 
-def _items_of_ray_dataset(graph: Any, dataset: Any) -> list[Item]:
+def _items_of_ray_dataset(graph: Graph, dataset: Any) -> list[Item]:
     """Items from a Ray Dataset of paths (a column per graph input, optional `id`): only these strings are read."""
     from samflow.runner import _item_ids
 
@@ -368,8 +426,11 @@ def _items_of_ray_dataset(graph: Any, dataset: Any) -> list[Item]:
         raise InputError(f"the dataset has no column for graph input(s) {', '.join(missing)} "
                          f"(columns: {', '.join(sorted(columns))})")
     wanted = [*graph.inputs, *(["id"] if "id" in columns else [])]
-    rows = dataset.select_columns(wanted).take_all()
     lead = next(iter(graph.inputs))
+    # Ray hands rows back in any order: sort, so item ids (made unique in order) are the same every run.
+    if set(wanted) != columns:  # read only the paths, not e.g. image bytes; no extra stage when nothing else
+        dataset = dataset.select_columns(wanted)
+    rows = sorted(dataset.take_all(), key=lambda row: str(row.get("id", row[lead])))
     ids = ([str(row["id"]) for row in rows] if "id" in columns
            else _item_ids([Path(_stem_source(str(row[lead]))) for row in rows]))
     return [(item_id, {name: str(row[name]) for name in graph.inputs}) for item_id, row in zip(ids, rows)]
@@ -378,11 +439,6 @@ def _items_of_ray_dataset(graph: Any, dataset: Any) -> list[Item]:
 def _stem_source(path: str) -> str:
     """The part of a path or URI whose stem names the item."""
     return path.split("://", 1)[1] if sources.is_uri(path) else path
-
-
-def _for_workers(path: str) -> str:
-    """Local paths made absolute: workers do not share the driver's working directory."""
-    return path if sources.is_uri(path) else str(Path(path).absolute())
 
 
 def _first_line(exc: BaseException) -> str:

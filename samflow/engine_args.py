@@ -19,8 +19,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, workers: bool = Tru
     group.add_argument("--engine", choices=ENGINES, default="local",
                        help="local: this process (default); ray: a Ray Data actor pool")
     group.add_argument("--address", metavar="ADDR",
-                       help="Ray cluster to join: auto (the one this machine belongs to) or ray://HOST:10001; "
-                            "default: start a local cluster")
+                       help="Ray cluster to join: auto (the one this machine belongs to) or ray://HOST:10001 "
+                            "(needs ray[client]); default: start a local cluster")
     if workers:
         group.add_argument("--workers", type=int, metavar="N",
                            help="Ray workers (actors), each with its own models (default: as many as the "
@@ -43,10 +43,31 @@ def ray_options(args: argparse.Namespace, **extra: Any) -> RayOptions:
                       batch_size=args.batch_size or 8, progress=progress, **extra)
 
 
-def check_local(args: argparse.Namespace) -> None:
-    """Refuse Ray-only options with the local engine rather than ignore them."""
+def check_local(args: argparse.Namespace, *, ray_workers: bool = False) -> None:
+    """Refuse Ray-only options with the local engine rather than ignore them (`ray_workers`: the command's
+    --workers is the Ray one)."""
     if args.engine == "local":
-        given = [flag for flag, value in (("--address", args.address), ("--gpus-per-worker", args.gpus_per_worker),
-                                          ("--batch-size", args.batch_size)) if value is not None]
+        flags = [("--address", args.address), ("--gpus-per-worker", args.gpus_per_worker),
+                 ("--batch-size", args.batch_size)]
+        if ray_workers:
+            flags.append(("--workers", args.workers))
+        given = [flag for flag, value in flags if value is not None]
         if given:
-            raise InputError(f"{', '.join(given)} only apply with --engine ray")
+            raise InputError(f"{', '.join(given)}: only with --engine ray")
+
+
+def annotate_on_ray(args: argparse.Namespace, amg_names: list[str]) -> int:
+    """`samflow annotate ... --engine ray`: the same files and summary fields, computed by a Ray actor pool."""
+    import logging
+
+    from samflow import distributed
+    from samflow.jobs import AnnotateJob
+
+    params = {name: getattr(args, name) for name in amg_names}
+    job = AnnotateJob(params, model=args.model, checkpoint=args.checkpoint, device=args.device,
+                      preview=args.preview, cache_dir=args.cache)
+    report = distributed.execute(job, distributed.plan_images(args.images, args.out), args.out, ray_options(args))
+    for item in report.failed:
+        logging.getLogger("samflow.commands.annotate").error("failed: %s: %s", item["inputs"]["image"],
+                                                             item["error"])
+    return 1 if report.failed else 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from samflow import sources
+from samflow.errors import InputError, SamflowError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,17 @@ class Job(ABC):
     def commit(self, out: Path, item_id: str, files: list[tuple[str, bytes]]) -> None:
         """Write an item's files into `out` so that they appear whole or not at all."""
 
-    def manifest_extra(self) -> dict[str, Any]:
-        """Job-specific fields for the top of the manifest."""
+    def to_worker(self, inputs: Mapping[str, str]) -> dict[str, str]:
+        """An item's inputs as workers get them: local paths made absolute (workers do not share the driver's
+        working directory); URIs as they are."""
+        return {name: _absolute(path) for name, path in inputs.items()}
+
+    def error_text(self, exc: Exception) -> str:
+        """The message an item's failure is recorded with (as the in-process engine records it)."""
+        return str(exc) if isinstance(exc, SamflowError) else f"{type(exc).__name__}: {exc}"
+
+    def manifest_extra(self, report: Any) -> dict[str, Any]:
+        """Job-specific fields for the top of the manifest (`report`: the run's DistributedReport)."""
         return {}
 
 
@@ -129,7 +139,7 @@ class GraphJob(Job):
             path.write_bytes(data)
         os.replace(staging, out / item_id)  # the item's folder appears whole or not at all
 
-    def manifest_extra(self) -> dict[str, Any]:
+    def manifest_extra(self, report: Any) -> dict[str, Any]:
         return {"graph": self.graph_source}
 
 
@@ -139,3 +149,82 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _absolute(path: str) -> str:
+    return path if sources.is_uri(path) else str(Path(path).absolute())
+
+
+class AnnotateJob(Job):
+    """The data engine, as `samflow annotate` runs it: per image `OUT/<stem>.json` (SA-1B), and with `preview`
+    `OUT/previews/<stem>.png`, made by the command's own per-image function, so the bytes are the same. Item
+    inputs: `image` (a path or URI) and `image_id` (from `OUT/image_ids.json`, assigned by the driver)."""
+
+    manifest_name = "summary.json"
+
+    def __init__(self, params: Mapping[str, Any], model: str | None = None, checkpoint: str | None = None,
+                 device: str | None = None, preview: bool = False, cache_dir: str | None = None) -> None:
+        if checkpoint is not None and not sources.is_uri(checkpoint):
+            if not Path(checkpoint).is_file():  # here, not in every worker's start
+                raise InputError(f"checkpoint not found: {checkpoint}")
+            checkpoint = str(Path(checkpoint).absolute())
+        self.params = dict(params)
+        self.model, self.checkpoint, self.device = model, checkpoint, device
+        self.preview = preview
+        self.cache_dir = str(Path(cache_dir).absolute()) if cache_dir else None
+        self._generator: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_generator": None}
+
+    def start(self) -> None:
+        import argparse
+
+        from samflow.commands.annotate import _generator
+
+        # The command's own construction (model, device, cache-backed embedder), fed the same options.
+        args = argparse.Namespace(model=self.model, checkpoint=self.checkpoint, device=self.device,
+                                  cache=self.cache_dir)
+        self._generator = _generator(args, self.params)
+
+    def process(self, item_id: str, inputs: Mapping[str, str]) -> ItemOutput:
+        from samflow.commands.annotate import annotate_one
+
+        if self._generator is None:
+            self.start()
+        with tempfile.TemporaryDirectory(prefix="samflow-item-") as tmp:
+            fetched = Path(tmp) / "in"
+            staging = Path(tmp) / "out"
+            fetched.mkdir()
+            staging.mkdir()
+            image = sources.local_copy(inputs["image"], fetched)
+            masks = annotate_one(self._generator, image, int(inputs["image_id"]), staging, item_id, self.preview)
+            result = staging / f"{item_id}.json"
+            others = sorted(p for p in staging.rglob("*") if p.is_file() and p != result)
+            # The JSON last: the driver writes in this order, and the JSON's presence marks the image done.
+            files = [(p.relative_to(staging).as_posix(), p.read_bytes()) for p in [*others, result]]
+        return ItemOutput(files, [name for name, _ in files], masks)
+
+    def to_worker(self, inputs: Mapping[str, str]) -> dict[str, str]:
+        return {**inputs, "image": _absolute(inputs["image"])}
+
+    def error_text(self, exc: Exception) -> str:
+        return f"{type(exc).__name__}: {exc}"  # as `samflow annotate` records failures
+
+    def is_done(self, out: Path, item_id: str) -> bool:
+        return (out / f"{item_id}.json").is_file()
+
+    def commit(self, out: Path, item_id: str, files: list[tuple[str, bytes]]) -> None:
+        for name, data in files:
+            write_atomic(out / name, data)
+
+    def manifest_extra(self, report: Any) -> dict[str, Any]:
+        """The fields of the in-process summary.json, so readers of either engine's summary find them."""
+        counts = report.counts()
+        masks = sum(item.get("masks", 0) for item in report.items if item["status"] == "ok")
+        busy = max(report.seconds - report.cluster_seconds, 1e-9)
+        return {"images": len(report.items), "skipped": counts["skipped"], "annotated": counts["ok"],
+                "failed": [{"file": item["inputs"]["image"], "error": item["error"]}
+                           for item in report.items if item["status"] == "failed"],
+                "masks": masks, "model": self.model, "checkpoint": self.checkpoint, "params": self.params,
+                "masks_per_second": round(masks / busy, 3)}

@@ -80,12 +80,13 @@ class BatchWorker:
         started = time.perf_counter()
         try:
             result = self.job.process(item_id, inputs)
-        except SamflowError as exc:
-            log.warning("item %s failed: %s", item_id, exc)
-            return {**row, "status": "failed", "error": str(exc), "seconds": time.perf_counter() - started}
-        except Exception as exc:  # a bug or a decoder crash on one item must not lose the batch
-            log.warning("item %s failed unexpectedly", item_id, exc_info=True)
-            return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+        except Exception as exc:  # a corrupt image, or a bug, on one item must not lose the batch
+            # The driver reports failures; a traceback is only worth logging (here, where it is) for a bug.
+            if isinstance(exc, SamflowError):
+                log.debug("item %s failed: %s", item_id, exc)
+            else:
+                log.warning("item %s failed unexpectedly", item_id, exc_info=True)
+            return {**row, "status": "failed", "error": self.job.error_text(exc),
                     "seconds": time.perf_counter() - started}
         return {**row, "status": "ok", "seconds": time.perf_counter() - started, "masks": result.masks,
                 "names": [name for name, _ in result.files], "blobs": [data for _, data in result.files],

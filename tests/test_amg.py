@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from amg_testing import ColourSam, scene_image
-from conftest import SMALL
+from tests.conftest import SMALL
 from segment_anything import SamAutomaticMaskGenerator as OfficialGenerator
 
 from samflow.amg import SamAutomaticMaskGenerator
@@ -26,6 +26,8 @@ from samflow.models.sam.build import SHIPPED_WEIGHTS
 from samflow.predictor import EncodedImage, SamPredictor
 
 COLOUR_PARAMS = {"points_per_side": 12, "pred_iou_thresh": 0.75, "stability_score_thresh": 0.8}
+# Random weights give look-alike masks: without filters and NMS every candidate is compared.
+TWIN_PARAMS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def assert_same_records(ours: list[dict], ref: list[dict]) -> None:
 
 @pytest.mark.parametrize("params", [
     {"output_mode": "uncompressed_rle"},
-    {"output_mode": "binary_mask", "crop_n_layers": 1},
-    {"output_mode": "coco_rle", "crop_n_layers": 1, "min_mask_region_area": 80},
+    {"output_mode": "binary_mask", "crop_n_layers": 1, "points_per_side": 10},
+    {"output_mode": "coco_rle", "crop_n_layers": 1, "min_mask_region_area": 80, "points_per_side": 10},
     {"output_mode": "uncompressed_rle", "min_mask_region_area": 300, "box_nms_thresh": 0.9},
 ], ids=["plain", "crops", "crops-small-regions", "small-regions"])
 def test_same_records_as_official(colour_sam: ColourSam, image: np.ndarray, params: dict) -> None:
@@ -84,20 +86,17 @@ def twins():
 
 def test_split_decoder_matches_official_call(twins, image: np.ndarray) -> None:
     ours_model, _ = twins
-    params = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.95,
-              "output_mode": "uncompressed_rle"}
-    ref = OfficialGenerator(ours_model, **params).generate(image)
-    ours = SamAutomaticMaskGenerator(ours_model, **params).generate(image)
-    assert len(ref) >= 2
+    ref = OfficialGenerator(ours_model, **TWIN_PARAMS, output_mode="uncompressed_rle").generate(image)
+    ours = SamAutomaticMaskGenerator(ours_model, **TWIN_PARAMS, output_mode="uncompressed_rle").generate(image)
+    assert len(ref) >= 40
     assert_same_records(ours, ref)
 
 
 def test_close_to_official_model(twins, image: np.ndarray) -> None:
     ours_model, ref_model = twins
-    params = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.95}
-    ref = OfficialGenerator(ref_model, **params).generate(image)
-    ours = SamAutomaticMaskGenerator(ours_model, **params).generate(image)
-    assert len(ours) == len(ref) >= 2
+    ref = OfficialGenerator(ref_model, **TWIN_PARAMS).generate(image)
+    ours = SamAutomaticMaskGenerator(ours_model, **TWIN_PARAMS).generate(image)
+    assert len(ours) == len(ref) >= 40
     for a, b in zip(ours, ref):
         inter = (a["segmentation"] & b["segmentation"]).sum()
         union = (a["segmentation"] | b["segmentation"]).sum()
@@ -112,7 +111,9 @@ def test_tiny_weights_match_official() -> None:
 
     model = build_sam("tiny").float()
     img = scene_image(2, size=256)
-    params = {"points_per_side": 12, "pred_iou_thresh": 0.8, "stability_score_thresh": 0.9, "crop_n_layers": 1,
+    # Thresholds low enough for the small model to leave several masks (the official generator fails on a crop
+    # without masks, so no crops here).
+    params = {"points_per_side": 8, "pred_iou_thresh": 0.3, "stability_score_thresh": 0.3,
               "output_mode": "uncompressed_rle"}
     ref = OfficialGenerator(model, **params).generate(img)
     ours = SamAutomaticMaskGenerator(model, **params).generate(img)
@@ -137,7 +138,7 @@ def test_given_embedding_is_used(colour_sam: ColourSam, image: np.ndarray) -> No
             seen.append(crop.shape[:2])
             return SamPredictor(colour_sam).encode(crop)
 
-        cropped = SamAutomaticMaskGenerator(colour_sam, **COLOUR_PARAMS, crop_n_layers=1, embed=embed)
+        cropped = SamAutomaticMaskGenerator(colour_sam, points_per_side=4, crop_n_layers=1, embed=embed)
         cropped.generate(image, embedding=encoded)
         assert len(seen) == 4 and all(h < 240 and w < 320 for h, w in seen)
     finally:

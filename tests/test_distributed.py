@@ -1,7 +1,8 @@
 """Distributed runs on a real local Ray cluster (2 CPUs, a small object store), started once for the module.
 
-Graph runs give the files `samflow run` gives; a killed worker loses nothing and duplicates nothing; an interrupted
-run resumes with only the missing items; corrupt images are error records, not failed jobs.
+Ray runs give the files the in-process engines give (graphs and the data engine); a killed worker loses nothing
+and duplicates nothing; an interrupted run resumes with only the missing items; corrupt images are error records,
+not failed jobs. Each Ray execution starts fresh workers (seconds each), so the tests share them frugally.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from graph_testing import make_checkpoint, make_images, three_decoders_yaml
 
 from samflow.cli import main
+from samflow.errors import InputError
 from samflow.graph import Graph
 from samflow.jobs import GraphJob
 from samflow.ray_worker import FAULT_ENV
@@ -72,28 +74,14 @@ def _manifest(folder: Path) -> dict:
     return json.loads((folder / "run.json").read_text())
 
 
-def test_graph_run_on_ray_gives_the_in_process_files(cluster, graph_run):
-    root, local = graph_run
-    out = root / "ray"
-    code = main(["run", str(root / "graph.yaml"), "--input", f"image={root / 'images'}", "--out", str(out),
-                 "--engine", "ray", "--workers", "2", "--batch-size", "2", "--no-progress"])
-    assert code == 1  # one item failed, as in-process; the others are all there
-    assert _files(out) == _files(local)
-    manifest = _manifest(out)
-    assert manifest["engine"] == "ray" and manifest["counts"] == {"ok": 4, "failed": 1, "skipped": 0, "pending": 0}
-    (corrupt,) = [item for item in manifest["items"] if item["status"] == "failed"]
-    assert corrupt["id"] == "corrupt" and "cannot read image" in corrupt["error"]
-    assert corrupt["error"] == next(i for i in _manifest(local)["items"] if i["id"] == "corrupt")["error"]
-    assert manifest["nodes"]["encoder"]["runs"] == 4 and manifest["summary"]["masks"] == 4 * 8
-    assert not list(out.glob(".*"))  # no staging left behind
-
-
-def test_interrupted_run_then_a_killed_worker_every_output_once(cluster, graph_run, tmp_path, monkeypatch):
-    """The driver is stopped after two items; the rerun processes only the rest, and one of its workers dies
-    on its second batch: every item still ends up written once and recorded once."""
+def test_graph_run_interrupted_then_resumed_with_a_killed_worker(cluster, graph_run, tmp_path, monkeypatch):
+    """On Ray, a graph run whose driver is stopped after two items, then rerun with `samflow run --engine ray`
+    while one of its workers dies on its second batch: only the missing items are processed, every item is
+    written and recorded once, the corrupt image is an error record, and the files are those of `samflow run`."""
     root, local = graph_run
     from samflow import distributed
 
+    out = tmp_path / "out"
     graph = Graph.load(root / "graph.yaml")
     items = distributed.plan_items(graph, {"image": root / "images"})
     commit, commits = GraphJob.commit, []
@@ -105,10 +93,9 @@ def test_interrupted_run_then_a_killed_worker_every_output_once(cluster, graph_r
         commit(self, out, item_id, files)
 
     monkeypatch.setattr(GraphJob, "commit", interrupted_commit)
-    options = distributed.RayOptions(workers=1, batch_size=1, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        distributed.execute(GraphJob(graph), items, tmp_path / "out", options)
-    first = _manifest(tmp_path / "out")
+        distributed.run(graph, root / "images", out, workers=1, batch_size=1, progress=False)
+    first = _manifest(out)
     done = {item["id"] for item in first["items"] if item["status"] == "ok"}
     assert done == set(commits) and len(first["items"]) == len(items)
     assert first["counts"]["pending"] == len(items) - 2 - first["counts"]["failed"]
@@ -116,14 +103,96 @@ def test_interrupted_run_then_a_killed_worker_every_output_once(cluster, graph_r
 
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, f"2:{marker}")  # the first worker to reach its 2nd batch exits
-    report = distributed.execute(GraphJob(graph), items, tmp_path / "out", options)
+    code = main(["run", str(root / "graph.yaml"), "--input", f"image={root / 'images'}", "--out", str(out),
+                 "--engine", "ray", "--workers", "2", "--batch-size", "1", "--no-progress"])
+    assert code == 1  # the corrupt image failed, as in-process; everything else is there
     assert marker.is_file(), "the hook did not kill a worker"
-    second = _manifest(tmp_path / "out")
-    assert [item["id"] for item in second["items"]] == [item_id for item_id, _ in items]  # each once, in order
-    assert {item["id"] for item in second["items"] if item["status"] == "skipped"} == done
-    assert second["counts"] == {"ok": len(items) - 3, "failed": 1, "skipped": 2, "pending": 0}
-    assert report.counts() == second["counts"]
+    manifest = _manifest(out)
+    assert manifest["engine"] == "ray"
+    assert [item["id"] for item in manifest["items"]] == [item_id for item_id, _ in items]  # each once, in order
+    assert {item["id"] for item in manifest["items"] if item["status"] == "skipped"} == done
+    assert manifest["counts"] == {"ok": len(items) - 3, "failed": 1, "skipped": 2, "pending": 0}
     # only the missing items reached the workers: one encoder run per image processed now
-    assert second["nodes"]["encoder"]["runs"] == len(items) - 3
-    assert _files(tmp_path / "out") == _files(local)
-    assert not list((tmp_path / "out").glob(".*"))
+    assert manifest["nodes"]["encoder"]["runs"] == len(items) - 3
+    assert manifest["summary"]["masks"] == (len(items) - 3) * 8
+    (corrupt,) = [item for item in manifest["items"] if item["status"] == "failed"]
+    assert corrupt["id"] == "corrupt" and "cannot read image" in corrupt["error"]
+    assert corrupt["error"] == next(i for i in _manifest(local)["items"] if i["id"] == "corrupt")["error"]
+    assert _files(out) == _files(local)
+    assert not list(out.glob(".*"))  # no staging left behind
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """Twenty synthetic scenes and a corrupt file, annotated in-process (one torch thread) for reference."""
+    from PIL import Image
+
+    from samflow.data.synthetic import render_scene
+    from samflow.models.sam import build_sam, save_checkpoint
+
+    root = tmp_path_factory.mktemp("scenes")
+    (root / "images").mkdir()
+    for index in range(20):
+        Image.fromarray(render_scene([11, index], (128, 144)).image).save(root / "images" / f"scene{index:02d}.png")
+    (root / "images" / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    # The default model's weights, saved once: both engines (all processes) load the very same ones, shipped or
+    # (until they ship) random.
+    torch.manual_seed(0)
+    save_checkpoint(build_sam("tiny"), root / "tiny.safetensors")
+    options = ["--checkpoint", str(root / "tiny.safetensors"), "--no-progress", *SMALL_AMG]
+    with one_thread():
+        assert main(["annotate", str(root / "images"), "--out", str(root / "local"), *options]) == 1  # the corrupt
+    return root, root / "local", options
+
+
+# A small grid keeps it fast; loose thresholds keep masks even from random weights.
+SMALL_AMG = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+
+
+def test_annotate_on_ray_gives_the_in_process_json(cluster, scenes):
+    root, local, options = scenes
+    out = root / "ray"
+    code = main(["annotate", str(root / "images"), "--out", str(out), "--engine", "ray", "--workers", "2",
+                 "--batch-size", "4", *options])
+    assert code == 1  # the corrupt image failed, as in-process; the run went through
+    names = sorted(p.name for p in local.glob("scene*.json"))
+    assert len(names) == 20
+    assert sorted(p.name for p in out.glob("*.json")) == sorted([*names, "image_ids.json", "summary.json"])
+    for name in [*names, "image_ids.json"]:
+        assert (out / name).read_bytes() == (local / name).read_bytes(), name
+    ours, theirs = json.loads((out / "summary.json").read_text()), json.loads((local / "summary.json").read_text())
+    for key in ("images", "skipped", "annotated", "failed", "masks", "params"):
+        assert ours[key] == theirs[key], key
+    assert ours["masks"] >= 20 and ours["failed"][0]["file"].endswith("zz_corrupt.jpg")
+    assert ours["counts"] == {"ok": 20, "failed": 1, "skipped": 0, "pending": 0}
+    assert [item["id"] for item in ours["items"]] == [*(n[:-5] for n in names), "zz_corrupt"]
+    assert ours["summary"]["images_per_s"] > 0 and ours["summary"]["masks_per_s"] > 0
+
+
+def test_datasets_given_as_ray_datasets_or_pairs(cluster, graph_run):
+    from samflow import distributed
+
+    root, _ = graph_run
+    graph = Graph.load(root / "graph.yaml")
+    planned = distributed.plan_items(graph, {"image": root / "images"})
+    paths = [{"image": inputs["image"]} for _, inputs in planned]
+    # a Ray Dataset comes back in any order: its items are sorted by path, as listed ones are
+    assert distributed._items_of(graph, cluster.data.from_items(paths[::-1])) == planned
+    with_ids = cluster.data.from_items([{**row, "id": f"n{i}"} for i, row in enumerate(paths)])
+    assert [item_id for item_id, _ in distributed._items_of(graph, with_ids)] == [f"n{i}" for i in range(5)]
+    assert distributed._items_of(graph, planned) == planned
+    assert distributed._items_of(graph, str(root / "images")) == planned
+    with pytest.raises(InputError, match="no column for graph input"):
+        distributed._items_of(graph, cluster.data.from_items([{"picture": "x.png"}]))
+
+
+def test_ray_only_options_are_refused_in_process(tmp_path, capsys):
+    assert main(["annotate", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "2"]) == 2
+    assert "--workers: only with --engine ray" in capsys.readouterr().err
+    assert main(["run", "graph.yaml", "--out", str(tmp_path), "--batch-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size: only with --engine ray" in err or "cannot read graph" in err
+    with pytest.raises(InputError, match="workers must be at least 1"):
+        from samflow.distributed import RayOptions
+
+        RayOptions(workers=0)

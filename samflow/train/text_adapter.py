@@ -48,7 +48,11 @@ class TextAdapterConfig(BaseModel):
     clip: str = Field("clip_tiny", description="CLIP model (name or config JSON), as load_clip")
     clip_checkpoint: str | None = None
     out: str | None = Field(None, description="adapter file; default: beside the SAM checkpoint")
-    num_tokens: int = Field(2, gt=0)
+    num_tokens: int = Field(2, ge=0, description="content tokens")
+    num_clicks: int = Field(1, ge=0, description="click tokens located on SAM's image embedding")
+    heatmap_weight: float = Field(1.0, ge=0, description="weight of the click heat-map loss")
+    heatmap_steps: int = Field(1500, ge=0, description="first steps on the heat-map loss alone (fast: no decoder)")
+    heatmap_batch: int = Field(128, gt=0)
     hidden: int = Field(256, gt=0)
     data_seed: int = 21
     num_scenes: int = Field(600, gt=0, description="training scenes (SAM features and crops computed once)")
@@ -131,20 +135,76 @@ def modality_shift(clip: ClipModel, objects: ObjectSet) -> torch.Tensor:
     return image_mean - text_mean
 
 
-def decode(sam: Sam, features: torch.Tensor, tokens: torch.Tensor, points: torch.Tensor | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Single-mask low-res logits (N, 4h, 4w) and predicted IoU (N,) for adapter tokens (N, K, C), optionally
-    with one positive click per prompt (N, 2) in SAM input pixels; features (N or 1, C, h, w)."""
+def decode(sam: Sam, features: torch.Tensor, tokens: torch.Tensor, points: torch.Tensor | None = None,
+           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-mask low-res logits (N, 4h, 4w) and predicted IoU (N,) for adapter tokens (N, T, C), optionally
+    with one click per prompt (N, 2) in SAM input pixels (positive unless `labels` (N,) say otherwise), placed
+    before the text tokens as TextSamPredictor places them; features (N or 1, C, h, w)."""
     pe = sam.prompt_encoder
     sparse = tokens
     if points is not None:
-        point_tokens = pe._embed_points(points[:, None], torch.ones(len(points), 1, dtype=torch.int,
-                                                                    device=points.device), pad=True)
+        if labels is None:
+            labels = torch.ones(len(points), dtype=torch.int, device=points.device)
+        point_tokens = pe._embed_points(points[:, None], labels[:, None], pad=True)
         sparse = torch.cat([point_tokens.to(tokens.dtype), tokens], dim=1)
     h, w = pe.image_embedding_size
     dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(len(tokens), -1, h, w)
     low_res, iou = sam.mask_decoder.predict_masks(features, pe.get_dense_pe(), sparse, dense)
     return low_res[:, 0], iou[:, 0]
+
+
+def heatmap_loss(heat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each click's heat map (N, M, h*w logits) against the object's area on the same grid: a
+    direct signal for *where*, besides the mask loss through the frozen decoder."""
+    side = int(round(heat.shape[-1] ** 0.5))
+    area = F.adaptive_avg_pool2d(target[:, None], side).flatten(1)
+    area = area / area.sum(1, keepdim=True).clamp(min=1e-6)
+    return -(area[:, None] * heat.log_softmax(-1)).sum(-1).mean()
+
+
+def _noisy(emb: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    if not noise:
+        return emb
+    return F.normalize(emb + noise * torch.randn(emb.shape, generator=generator), dim=-1)
+
+
+def pretrain_heatmaps(adapter: PromptAdapter, sam: Sam, objects: ObjectSet, config: TextAdapterConfig,
+                      generator: torch.Generator) -> None:
+    """Teach the click queries where objects are (heat-map loss only): no decoder pass, so hundreds of steps cost
+    what a few joint steps do; the joint phase then starts from clicks that land on their objects."""
+    if not config.heatmap_steps or not config.num_clicks:
+        return
+    params = [p for n, p in adapter.named_parameters() if n.startswith(("net.", "key.", "log_scale"))]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    cfg = adapter.config
+    for step in range(config.heatmap_steps):
+        lr = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.heatmap_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.randint(len(objects.names), (config.heatmap_batch,), generator=generator)
+        emb = _noisy(objects.image_emb[index], config.embedding_noise, generator)
+        out = adapter.net(emb).view(-1, cfg.num_clicks + cfg.num_tokens, cfg.token_dim)
+        heat = adapter.heatmaps(out[:, : cfg.num_clicks], objects.features[objects.scene[index]].float())
+        loss = heatmap_loss(heat, objects.target[index].float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 250 == 0 or step == config.heatmap_steps - 1:
+            log.info("heat-map step %d/%d loss %.3f", step, config.heatmap_steps, float(loss.detach()))
+
+
+@torch.no_grad()
+def pointing_accuracy(adapter: PromptAdapter, clip: ClipModel, sam: Sam, objects: ObjectSet) -> float:
+    """How often the first click of a caption's text prompt lands on its object (objects unique in their scene)."""
+    rows = torch.nonzero(objects.unique).flatten()
+    emb = adapter.text_to_image_space(text_embeddings(clip, [objects.names[i] for i in rows], None))
+    cfg = adapter.config
+    out = adapter.net(emb).view(-1, cfg.num_clicks + cfg.num_tokens, cfg.token_dim)
+    heat = adapter.heatmaps(out[:, :1], objects.features[objects.scene[rows]].float())[:, 0]
+    side = int(round(heat.shape[-1] ** 0.5))
+    cell = heat.argmax(-1)
+    area = F.adaptive_avg_pool2d(objects.target[rows].float()[:, None], side).flatten(1)
+    return float((area[torch.arange(len(rows)), cell] > 0.25).float().mean())
 
 
 def adapter_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -157,51 +217,39 @@ def adapter_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectSet, *, click: bool = True
              ) -> dict[str, float]:
     """Full-resolution mIoU over the objects unique in their scene: text path, image path, and text + one
-    corrective click (at the pixel of the error region farthest from its boundary, the usual protocol)."""
+    corrective click (at the pixel of the error region farthest from its boundary, the usual protocol), each one
+    decoder call."""
     from samflow.ops.distance import farthest_point
 
     rows = torch.nonzero(objects.unique).flatten()
-    text = adapter.text_tokens(text_embeddings(clip, [objects.names[i] for i in rows], None))
-    image = adapter(objects.image_emb[rows])
+    text_emb = text_embeddings(clip, [objects.names[i] for i in rows], None)
     size = sam.image_encoder.img_size
-    figures: dict[str, float] = {"objects": float(len(rows))}
-    outputs: dict[str, torch.Tensor] = {}
-    for name, tokens in (("text", text), ("image", image)):
-        ious, preds = [], []
-        for start in range(0, len(rows), 64):
-            part = rows[start : start + 64]
-            feats = objects.features[objects.scene[part]].float()
-            logits, _ = decode(sam, feats, tokens[start : start + 64])
+    sums = {"text": 0.0, "image": 0.0, "text_click": 0.0}
+    for start in range(0, len(rows), 64):
+        part = rows[start : start + 64]
+        feats = objects.features[objects.scene[part]].float()
+        gt = torch.from_numpy(np.stack([objects.masks[i] for i in part]))
+        tokens = {"text": adapter.prompt_tokens(text_emb[start : start + 64], sam, feats, text=True),
+                  "image": adapter.prompt_tokens(objects.image_emb[part], sam, feats, text=False)}
+        preds = {}
+        for name, tok in tokens.items():
+            logits, _ = decode(sam, feats, tok)
+            preds[name] = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+            sums[name] += float(_iou(preds[name], gt).sum())
+        if click:
+            coords, labels = [], []
+            for j, i in enumerate(part.tolist()):
+                pred, truth = preds["text"][j].numpy(), objects.masks[i]
+                fn, fp = truth & ~pred, pred & ~truth
+                region, label = (fn, 1) if fn.sum() >= fp.sum() else (fp, 0)
+                coords.append(farthest_point(region) or tuple(objects.points[i].int().tolist()))
+                labels.append(label if region.any() else 1)
+            logits, _ = decode(sam, feats, tokens["text"], torch.tensor(coords, dtype=torch.float32),
+                               torch.tensor(labels, dtype=torch.int))
             full = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
-            preds.append(full)
-            gt = torch.from_numpy(np.stack([objects.masks[i] for i in part]))
-            ious.append(_iou(full, gt))
-        outputs[name] = torch.cat(preds)
-        figures[f"{name}_miou"] = float(torch.cat(ious).mean())
-    if click:
-        clicks, labels = [], []
-        for j, i in enumerate(rows.tolist()):
-            pred, gt = outputs["text"][j].numpy(), objects.masks[i]
-            fn, fp = gt & ~pred, pred & ~gt
-            region, label = (fn, 1) if fn.sum() >= fp.sum() else (fp, 0)
-            xy = farthest_point(region) or tuple(objects.points[i].int().tolist())
-            clicks.append(xy)
-            labels.append(label if region.any() else 1)
-        coords = torch.tensor(clicks, dtype=torch.float32)[:, None]
-        lab = torch.tensor(labels, dtype=torch.int)[:, None]
-        ious = []
-        pe = sam.prompt_encoder
-        for start in range(0, len(rows), 64):
-            part = rows[start : start + 64]
-            point_tokens = pe._embed_points(coords[start : start + 64], lab[start : start + 64], pad=True)
-            sparse = torch.cat([point_tokens, text[start : start + 64]], dim=1)
-            h, w = pe.image_embedding_size
-            dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(len(part), -1, h, w)
-            low, _ = sam.mask_decoder.predict_masks(objects.features[objects.scene[part]].float(), pe.get_dense_pe(),
-                                                    sparse, dense)
-            full = F.interpolate(low[:, :1], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
-            ious.append(_iou(full, torch.from_numpy(np.stack([objects.masks[i] for i in part]))))
-        figures["text_click_miou"] = float(torch.cat(ious).mean())
+            sums["text_click"] += float(_iou(full, gt).sum())
+    figures = {f"{k}_miou": v / max(len(rows), 1) for k, v in sums.items() if click or k != "text_click"}
+    figures["objects"] = float(len(rows))
     return figures
 
 
@@ -235,12 +283,14 @@ def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
              time.perf_counter() - started)
 
     adapter = PromptAdapter(AdapterConfig(clip_dim=clip.embed_dim, num_tokens=config.num_tokens,
+                                          num_clicks=config.num_clicks,
                                           token_dim=sam.prompt_encoder.embed_dim, hidden=config.hidden,
                                           clip_name=clip.config.name, clip_fingerprint=clip.fingerprint,
                                           sam_fingerprint=model_fingerprint(sam)))
     adapter.text_shift.copy_(modality_shift(clip, train_set))
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     started = time.perf_counter()
+    pretrain_heatmaps(adapter, sam, train_set, config, generator)
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
     step = 0
     while True:
@@ -260,12 +310,13 @@ def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
                 name = train_set.names[int(index[j])]
                 t = caption({"color": name.split()[0], "shape": name.split()[1], "bbox": [0, 0, 1e9, 1e9]}, 256, rng)
                 emb[j] = adapter.text_to_image_space(clip.embed_text(t).cpu())[0]
-        if config.embedding_noise:
-            emb = F.normalize(emb + config.embedding_noise * torch.randn(emb.shape, generator=generator), dim=-1)
-        tokens = adapter(emb)
+        emb = _noisy(emb, config.embedding_noise, generator)
+        feats = train_set.features[train_set.scene[index]].float()
+        tokens, heat = adapter(emb, sam, feats)
         points = train_set.points[index] if torch.rand((), generator=generator) < config.point_prob else None
-        logits, _ = decode(sam, train_set.features[train_set.scene[index]].float(), tokens, points)
-        loss = adapter_loss(logits.float(), train_set.target[index].float())
+        logits, _ = decode(sam, feats, tokens, points)
+        target = train_set.target[index].float()
+        loss = adapter_loss(logits.float(), target) + config.heatmap_weight * heatmap_loss(heat, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -277,6 +328,8 @@ def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
     minutes = (time.perf_counter() - started) / 60
     adapter.eval()
     figures = evaluate(sam, clip, adapter, eval_set)
+    if config.num_clicks:
+        figures["text_pointing"] = pointing_accuracy(adapter, clip, sam, eval_set)
     figures.update(train_minutes=minutes, steps=step, final_loss=float(np.mean(losses[-100:])))
     out = Path(config.out) if config.out else adapter_path_for(checkpoint)
     save_adapter(adapter, out)

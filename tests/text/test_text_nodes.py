@@ -65,7 +65,7 @@ def test_decoder_text_input_with_points(ctx, clip_file, adapter_file, picture):
     predictor = TextSamPredictor(embedding.model)
     predictor.set_image_embedding(EncodedImage(embedding.features, embedding.original_size, embedding.input_size))
     with torch.no_grad():
-        tokens = adapter.text_tokens(torch.as_tensor(text.data))
+        tokens = adapter.prompt_tokens(torch.as_tensor(text.data), embedding.model, embedding.features)
     _, _, logits = predictor.predict(point_coords=points.coords[0], point_labels=points.labels[0],
                                      text_tokens=tokens, multimask_output=False)
     assert np.allclose(out["logits"].data[0], logits, atol=1e-5)

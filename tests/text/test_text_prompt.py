@@ -26,17 +26,21 @@ def adapter():
 
 
 @pytest.fixture
-def predictor(small_sam):
+def predictor(small_sam, adapter):
     image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
-    p = TextSamPredictor(small_sam)
+    p = TextSamPredictor(small_sam, adapter=adapter)
     p.set_image(image)
     return p
 
 
-def _tokens(adapter, n=1, seed=0):
+def _embeddings(n=1, seed=0):
     g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, 32, generator=g), dim=-1)
+
+
+def _tokens(adapter, sam, features, n=1, seed=0):
     with torch.no_grad():
-        return adapter.text_tokens(F.normalize(torch.randn(n, 32, generator=g), dim=-1))
+        return adapter.prompt_tokens(_embeddings(n, seed), sam, features)
 
 
 def test_text_and_point_in_one_decoder_call(predictor, adapter, small_sam):
@@ -45,12 +49,13 @@ def test_text_and_point_in_one_decoder_call(predictor, adapter, small_sam):
         lambda module, args, kwargs, out: seen.append(kwargs["sparse_prompt_embeddings"].shape), with_kwargs=True)
     try:
         masks, scores, logits = predictor.predict(point_coords=np.array([[60.0, 40.0]]), point_labels=np.array([1]),
-                                                  text_tokens=_tokens(adapter), multimask_output=False)
+                                                  text_embeddings=_embeddings(), multimask_output=False)
     finally:
         hook.remove()
     assert masks.shape == (1, 90, 120) and scores.shape == (1,) and logits.shape == (1, 32, 32)
-    # One forward pass whose sparse tokens are the click, its padding token and the two text tokens.
-    assert seen == [torch.Size([1, 4, 256])]
+    # One forward pass whose sparse tokens are the click and its padding token, then the text's located click,
+    # its padding token and two content tokens.
+    assert seen == [torch.Size([1, 6, 256])]
 
 
 def test_text_changes_the_point_result_and_without_text_nothing_changes(predictor, adapter, small_sam):
@@ -59,19 +64,35 @@ def test_text_changes_the_point_result_and_without_text_nothing_changes(predicto
     plain.set_image_embedding(predictor.get_encoded())
     base = plain.predict(**point)[2]
     assert np.allclose(predictor.predict(**point)[2], base)  # no text: exactly SamPredictor
-    with_text = predictor.predict(**point, text_tokens=_tokens(adapter))[2]
+    with_text = predictor.predict(**point, text_embeddings=_embeddings())[2]
     assert not np.allclose(with_text, base)
 
 
 def test_batched_text_sets_broadcast_with_one_box(predictor, adapter):
-    masks, scores, logits = predictor.predict(box=np.array([10, 10, 80, 70]), text_tokens=_tokens(adapter, 3))
+    masks, scores, logits = predictor.predict(box=np.array([10, 10, 80, 70]), text_embeddings=_embeddings(3))
     assert masks.shape == (3, 3, 90, 120) and scores.shape == (3, 3)
-    masks, _, _ = predictor.predict(text_tokens=_tokens(adapter)[0])  # text alone, (K, C) tokens
+    tokens = _tokens(adapter, predictor.model, predictor.features)
+    masks, _, _ = predictor.predict(text_tokens=tokens[0])  # text alone, as (T, C) tokens
     assert masks.shape == (3, 90, 120)
     with pytest.raises(InputError, match="need equal counts"):
-        predictor.predict(box=np.array([[10, 10, 80, 70], [0, 0, 20, 20]]), text_tokens=_tokens(adapter, 3))
+        predictor.predict(box=np.array([[10, 10, 80, 70], [0, 0, 20, 20]]), text_embeddings=_embeddings(3))
     with pytest.raises(InputError, match="prompt tokens"):
         predictor.predict(text_tokens=torch.zeros(1, 2, 64))
+    with pytest.raises(InputError, match="needs the text models"):
+        predictor.predict(text="a red star")
+
+
+def test_soft_clicks_follow_the_heat_map(adapter, small_sam):
+    """A click query that matches one cell's features puts the soft click's positional part at that cell."""
+    features = torch.zeros(1, 256, 8, 8)
+    features[0, :, 2, 5] = 1.0
+    with torch.no_grad():
+        adapter.key.weight.copy_(torch.eye(256))
+        adapter.key.bias.zero_()
+        adapter.log_scale.fill_(4.0)
+        queries = torch.ones(1, adapter.config.num_clicks, 256)
+        heat = adapter.heatmaps(queries, features).softmax(-1)
+    assert int(heat[0, 0].argmax()) == 2 * 8 + 5 and float(heat[0, 0].max()) > 0.99
 
 
 def test_adapter_file_round_trip_and_errors(adapter, tmp_path):
@@ -80,7 +101,9 @@ def test_adapter_file_round_trip_and_errors(adapter, tmp_path):
     assert path.name == "sam_small_text_adapter.safetensors"
     loaded = load_adapter(path)
     assert loaded.config == adapter.config
-    assert torch.allclose(_tokens(loaded), _tokens(adapter))
+    features = torch.randn(1, 256, 8, 8)
+    sam = _sam_like()
+    assert torch.allclose(_tokens(loaded, sam, features), _tokens(adapter, sam, features))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_adapter(tmp_path / "missing.safetensors")
     from safetensors.torch import save_file
@@ -94,7 +117,31 @@ def test_text_tokens_for_refuses_another_clip(adapter, small_sam):
     from samflow.models.text.prompt import text_tokens_for
 
     adapter = PromptAdapter(adapter.config.model_copy(update={"clip_fingerprint": "abc"}))
-    tokens = text_tokens_for(adapter, np.ones((2, 32), np.float32) / 32**0.5, "abc", small_sam)
-    assert tokens.shape == (2, 2, 256) and tokens.dtype == small_sam.dtype
+    features = torch.randn(1, 256, 8, 8)
+    tokens = text_tokens_for(adapter, np.ones((2, 32), np.float32) / 32**0.5, "abc", small_sam, features)
+    assert tokens.shape == (2, 4, 256) and tokens.dtype == small_sam.dtype
     with pytest.raises(InputError, match="another CLIP"):
-        text_tokens_for(adapter, np.ones((1, 32), np.float32), "xyz", small_sam)
+        text_tokens_for(adapter, np.ones((1, 32), np.float32), "xyz", small_sam, features)
+
+
+def test_hook_needs_the_image_and_refuses_other_sam_weights(adapter, small_sam, clip_file):
+    from samflow.models.text.clip import load_clip
+    from samflow.models.text.prompt import TextModels, text_prompt_tokens
+
+    clip = load_clip(None, clip_file)
+    models = TextModels(clip, PromptAdapter(adapter.config.model_copy(update={"sam_fingerprint": "other"})))
+    features = torch.randn(1, 256, 8, 8)
+    with pytest.raises(InputError, match="image_embeddings"):
+        text_prompt_tokens("a red star", small_sam, models=models)
+    with pytest.raises(CheckpointError, match="no text prompt adapter for this SAM model"):
+        text_prompt_tokens("a red star", small_sam, features, models=models)
+    ok = TextModels(clip, adapter)
+    assert text_prompt_tokens("a red star", small_sam, features, models=ok).shape == (1, 4, 256)
+
+
+def _sam_like():
+    from text_testing import SMALL_SAM
+
+    from samflow.models.sam import build_sam
+
+    return build_sam(SMALL_SAM, device="cpu")

@@ -1,10 +1,17 @@
-"""The prompt adapter: a CLIP embedding (any width) -> K SAM prompt tokens, fed to the mask decoder beside the
-point and box tokens (the paper's text prompts).
+"""The prompt adapter: a CLIP embedding (any width) -> SAM prompt tokens, fed to the mask decoder beside the point
+and box tokens (the paper's text prompts).
+
+SAM's decoder finds objects through the positional encodings of its prompt tokens; a token that only says *what*
+(colour, shape) gives it nothing to attend to while SAM stays frozen (tried: near-empty masks). So the adapter also
+says *where*: M query vectors from the CLIP embedding score every cell of SAM's image embedding, and each heat map
+becomes a click token (SAM's positional encoding of the best cell plus its foreground-point embedding; the softmax
+carries the gradient in training), which the frozen decoder reads as it reads a click. K content tokens carry the
+rest. Tokens therefore depend on the image
+embedding: `prompt_tokens(embeddings, sam, features)`.
 
 Trained on CLIP *image* embeddings of masked object crops (samflow.train.text_adapter), used with CLIP *text*
 embeddings. Contrastive CLIPs leave a constant offset between the two modalities (the "modality gap"); the adapter
-stores the mean image-minus-text offset measured on its training captions and adds it to text embeddings, so
-text lands where the adapter was trained.
+stores the mean image-minus-text offset measured on its training captions and adds it to text embeddings.
 
 Saved as safetensors beside the SAM checkpoint (`sam_tiny.safetensors` -> `sam_tiny_text_adapter.safetensors`),
 with its sizes and the fingerprints of the CLIP and SAM weights it was trained with in the metadata.
@@ -36,7 +43,10 @@ class AdapterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     clip_dim: int = Field(gt=0, description="width of the CLIP embeddings it reads")
-    num_tokens: int = Field(2, gt=0, description="SAM prompt tokens it writes")
+    num_tokens: int = Field(2, ge=0, description="content tokens it writes")
+    num_clicks: int = Field(1, ge=0, description="click tokens it writes (located on SAM's image embedding)")
+    hard_clicks: bool = Field(True, description="a click sits on its heat map's best cell (straight-through in "
+                                                "training), so the frozen decoder sees a true click")
     token_dim: int = Field(256, gt=0, description="SAM's prompt_embed_dim")
     hidden: int = Field(256, gt=0)
     clip_name: str = ""
@@ -45,38 +55,70 @@ class AdapterConfig(BaseModel):
 
 
 class PromptAdapter(nn.Module):
-    """MLP from an L2-normalised CLIP embedding (N, D) to prompt tokens (N, K, C)."""
+    """CLIP embedding (N, D) + SAM image embedding -> prompt tokens (N, M + 1 + K, C): M soft clicks, a padding
+    token (as SAM appends after clicks), K content tokens."""
 
     def __init__(self, config: AdapterConfig) -> None:
         super().__init__()
         self.config = config
+        c, m, k = config.token_dim, config.num_clicks, config.num_tokens
         self.net = nn.Sequential(
             nn.Linear(config.clip_dim, config.hidden), nn.GELU(),
             nn.Linear(config.hidden, config.hidden), nn.GELU(),
-            nn.Linear(config.hidden, config.num_tokens * config.token_dim),
+            nn.Linear(config.hidden, (m + k) * c),
         )
+        self.key = nn.Linear(c, c)  # image-embedding cells -> keys the click queries are compared with
+        self.log_scale = nn.Parameter(torch.tensor(0.0))  # heat-map sharpness
         # Learned per-token offsets, like SAM's point-type embeddings: tokens start distinct from one another.
-        self.token_embed = nn.Parameter(torch.randn(config.num_tokens, config.token_dim) * 0.1)
+        self.token_embed = nn.Parameter(torch.randn(k, c) * 0.1)
+        self.click_embed = nn.Parameter(torch.zeros(m, c))
         # image mean - text mean of the CLIP it was trained with (see module doc); zeros until measured.
         self.register_buffer("text_shift", torch.zeros(config.clip_dim))
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Tokens (N, K, C) from CLIP embeddings (N, D) already in the image-embedding space."""
-        x = self.net(embeddings.to(self.token_embed.dtype))
-        return x.view(-1, self.config.num_tokens, self.config.token_dim) + self.token_embed
+    @property
+    def device(self) -> torch.device:
+        return self.token_embed.device
 
     def text_to_image_space(self, text_embeddings: torch.Tensor) -> torch.Tensor:
         """Move L2-normalised text embeddings across the modality gap (and renormalise)."""
         shifted = text_embeddings.to(self.text_shift.device, self.text_shift.dtype) + self.text_shift
         return F.normalize(shifted, dim=-1)
 
-    def text_tokens(self, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """Tokens (N, K, C) for CLIP text embeddings (N, D)."""
-        return self(self.text_to_image_space(text_embeddings))
+    def heatmaps(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits (N, M, h*w) of M click queries (N, M, C) over image features (N or 1, C, h, w)."""
+        keys = self.key(features.flatten(2).transpose(1, 2).to(queries.dtype))  # (N or 1, hw, C)
+        scale = self.log_scale.exp() / queries.shape[-1] ** 0.5
+        return torch.einsum("nmc,nlc->nml", queries, keys.expand(queries.shape[0], -1, -1)) * scale
 
-    @property
-    def device(self) -> torch.device:
-        return self.token_embed.device
+    def forward(self, embeddings: torch.Tensor, sam: Any, features: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (N, M + 1 + K, C) and click heat-map logits (N, M, h*w) for CLIP embeddings (N, D) already in
+        the image-embedding space, on SAM image features (1 or N, C, h, w)."""
+        cfg = self.config
+        out = self.net(embeddings.to(self.token_embed.dtype)).view(-1, cfg.num_clicks + cfg.num_tokens,
+                                                                   cfg.token_dim)
+        queries, content = out[:, : cfg.num_clicks], out[:, cfg.num_clicks :] + self.token_embed
+        pe_layer = sam.prompt_encoder
+        logits = self.heatmaps(queries, features)
+        weights = logits.softmax(-1)
+        if cfg.hard_clicks:
+            # Forward: the best cell, exactly a click there; backward: the softmax (straight-through).
+            hard = F.one_hot(weights.argmax(-1), weights.shape[-1]).to(weights.dtype)
+            weights = hard + weights - weights.detach()
+        dense_pe = pe_layer.get_dense_pe().flatten(2)[0].T.to(queries.dtype)  # (hw, C)
+        clicks = weights @ dense_pe + pe_layer.point_embeddings[1].weight.to(queries.dtype)
+        pad = pe_layer.not_a_point_embed.weight.to(queries.dtype).expand(len(out), 1, -1)
+        tokens = torch.cat([clicks + self.click_embed, pad, content], dim=1)
+        return tokens, logits
+
+    def prompt_tokens(self, embeddings: torch.Tensor, sam: Any, features: torch.Tensor,
+                      text: bool = True) -> torch.Tensor:
+        """Prompt tokens (N, T, C) for CLIP embeddings (N, D), text (moved across the gap) or image."""
+        embeddings = embeddings.to(self.device, torch.float32)
+        if text:
+            embeddings = self.text_to_image_space(embeddings)
+        tokens, _ = self(embeddings, sam, features.to(self.device))
+        return tokens
 
 
 def adapter_path_for(sam_checkpoint: str | Path) -> Path:

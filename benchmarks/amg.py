@@ -1,0 +1,159 @@
+"""Automatic mask generation: samflow vs the official segment-anything generator, same weights, one process.
+
+    python benchmarks/amg.py [--model vit_b] [--checkpoint sam_vit_b_01ec64.pth] [--points-per-side 32]
+                             [--crop-layers 0 1] [--all-pass] [--repeats 1] [--threads N] [--image PATH]
+
+Both generators get the same embeddings: they are computed once per crop before timing (that time is printed as
+the encoder time) and handed over, through `embed` for samflow and by replacing `predictor.set_image` for the
+official generator. So the timings cover prompts -> records: decoder, filtering, upsampling, NMS, RLE.
+
+Prints per setting: seconds per image, speed-up, peak RSS rise of each, masks found and how many match (IoU >
+0.99; the two decoders are different code, so logits differ by ~1e-6). `--all-pass` adds a run with
+pred_iou_thresh=0 and stability_score_thresh=0, where every candidate reaches full resolution (the worst case for
+samflow's filter-first order; with random weights the default thresholds reject almost everything).
+Uses ../shared/images/dog.jpg when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import hashlib
+import time
+
+import numpy as np
+import torch
+from _common import PeakRSS, benchmark_image, best_time, twin_models
+from PIL import Image
+
+from samflow.amg import SamAutomaticMaskGenerator
+from samflow.ops.amg import generate_crop_boxes
+from samflow.predictor import EncodedImage, SamPredictor
+
+
+def _fix_malloc() -> None:
+    """Large blocks always mmapped and freed memory trimmed: RSS then follows live memory, for both sides alike."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB, fixed (no dynamic growth)
+        libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _key(crop: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest() + str(crop.shape)
+
+
+def _embeddings(model: torch.nn.Module, image: np.ndarray, crop_layers: int,
+                overlap: float) -> tuple[dict[str, EncodedImage], float]:
+    predictor = SamPredictor(model)
+    boxes, _ = generate_crop_boxes(image.shape[:2], crop_layers, overlap)
+    found, seconds = {}, 0.0
+    for x0, y0, x1, y1 in boxes:
+        crop = image[y0:y1, x0:x1]
+        start = time.perf_counter()
+        found[_key(crop)] = predictor.encode(crop)
+        seconds += time.perf_counter() - start
+    return found, seconds
+
+
+def _official(ref_model: torch.nn.Module, embeddings: dict[str, EncodedImage], params: dict):
+    from segment_anything import SamAutomaticMaskGenerator as OfficialGenerator
+
+    generator = OfficialGenerator(ref_model, **params)
+    predictor = generator.predictor
+
+    def set_image(crop: np.ndarray, image_format: str = "RGB") -> None:
+        encoded = embeddings[_key(crop)]
+        predictor.reset_image()
+        predictor.original_size = encoded.original_size
+        predictor.input_size = encoded.input_size
+        predictor.features = encoded.features
+        predictor.is_image_set = True
+
+    predictor.set_image = set_image
+    return generator
+
+
+def _matches(ours: list[dict], ref: list[dict]) -> int:
+    """How many official masks have a samflow mask with IoU > 0.99 (greedy, by box first)."""
+    matched = 0
+    used = set()
+    for r in ref:
+        for i, o in enumerate(ours):
+            if i in used or np.abs(np.subtract(o["bbox"], r["bbox"])).max() > 2:
+                continue
+            inter = np.logical_and(o["segmentation"], r["segmentation"]).sum()
+            union = np.logical_or(o["segmentation"], r["segmentation"]).sum()
+            if inter / max(union, 1) > 0.99:
+                used.add(i)
+                matched += 1
+                break
+    return matched
+
+
+def _measure(fn, repeats: int) -> tuple[float, int, list]:
+    gc.collect()
+    _fix_malloc()
+    with PeakRSS() as mem:
+        seconds, result = best_time(fn, repeats)
+    return seconds, mem.peak, result
+
+
+def _compare(name: str, ours_model: torch.nn.Module, ref_model: torch.nn.Module, image: np.ndarray,
+             embeddings: dict[str, EncodedImage], params: dict, repeats: int) -> None:
+    def embed(crop: np.ndarray) -> EncodedImage:
+        return embeddings[_key(crop)]
+
+    warm = {**params, "points_per_side": 2}  # first calls allocate and initialise: not timed
+    SamAutomaticMaskGenerator(ours_model, **warm, embed=embed).generate(image)
+    _official(ref_model, embeddings, warm).generate(image)
+
+    ours = SamAutomaticMaskGenerator(ours_model, **params, embed=embed)
+    t_ours, m_ours, r_ours = _measure(lambda: ours.generate(image), repeats)
+    official = _official(ref_model, embeddings, params)
+    t_ref, m_ref, r_ref = _measure(lambda: official.generate(image), repeats)
+    matched = _matches(r_ours, r_ref)
+    print(f"  {name:9s} official {t_ref:8.2f} s  peak +{m_ref / 2**20:7.0f} MiB  masks {len(r_ref)}")
+    print(f"  {'':9s} samflow  {t_ours:8.2f} s  peak +{m_ours / 2**20:7.0f} MiB  masks {len(r_ours)}"
+          f"  ({matched}/{len(r_ref)} official masks matched at IoU > 0.99)")
+    print(f"  {'':9s} speed-up {t_ref / t_ours:6.2f}x   peak memory ratio {m_ours / max(m_ref, 1):.2f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vit_b")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--crop-layers", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--all-pass", action="store_true", help="also run with both thresholds at 0")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--image", default=None, help="image file (default: ../shared/images/dog.jpg)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _fix_malloc()
+
+    ours_model, ref_model = twin_models(args.model, checkpoint=args.checkpoint)
+    image = np.asarray(Image.open(args.image).convert("RGB")) if args.image else benchmark_image()
+    size = ours_model.config.image_size
+    print(f"model {args.model}{' (' + args.checkpoint + ')' if args.checkpoint else ' (random weights)'}  "
+          f"image {image.shape[1]}x{image.shape[0]} -> {size} px  points/side {args.points_per_side}  "
+          f"threads {torch.get_num_threads()}")
+    settings = [("default", {})]
+    if args.all_pass:
+        settings.append(("all-pass", {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}))
+
+    with torch.inference_mode():
+        for layers in args.crop_layers:
+            embeddings, encoder_s = _embeddings(ours_model, image, layers, 512 / 1500)
+            print(f"\ncrop_n_layers={layers}: {len(embeddings)} crop(s), encoder {encoder_s:.2f} s (not timed below)")
+            for name, extra in settings:
+                params = {"points_per_side": args.points_per_side, "crop_n_layers": layers, **extra}
+                _compare(name, ours_model, ref_model, image, embeddings, params, args.repeats)
+
+if __name__ == "__main__":
+    main()
