@@ -5,7 +5,8 @@
 For each scene, every object whose colour + shape is unique in the scene and whose area passes the adapter's size
 threshold is named by its canonical caption ("a red star"). Printed:
 - adapter path: mIoU of the text prompt alone, of the CLIP image embedding of its crop, and of the text plus one
-  corrective click (at the error region's farthest pixel from its boundary), all in one decoder call each;
+  corrective click (at the error region's farthest pixel from its boundary), all in one decoder call each; for
+  reference SAM with one click on the object (no text), and how often the text's located click lands on it;
 - ranking path: how often CLIP ranking picks the right object (IoU >= 0.5) among SAM masks for a grid of clicks,
   and among the ground-truth masks (CLIP alone); how often a caption naming an absent object keeps nothing;
 - timings: a cached text embedding, and the decoder with a point, with the text, with both.
@@ -27,7 +28,7 @@ from samflow.models.text.clip import get_clip
 from samflow.models.text.demo import grid_points
 from samflow.models.text.prompt import TextSamPredictor, default_adapter_path, get_adapter, text_tokens_for
 from samflow.models.text.rank import rank_masks
-from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate
+from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate, pointing_accuracy
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--adapter", help="adapter file (default: beside the SAM weights)")
     parser.add_argument("--grid", type=int, default=8, help="grid clicks per side for ranking proposals")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", choices=["adapter", "ranking", "timings"], help="one part of the figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     checkpoint = SHIPPED_WEIGHTS.get(args.sam, args.sam)
@@ -110,10 +112,14 @@ def main() -> None:
     min_area = TextAdapterConfig().min_area
     figures: dict[str, float] = {}
     started = time.perf_counter()
-    objects = build_objects(sam, clip, args.seed, args.scenes, min_area)
-    figures.update(evaluate(sam, clip, adapter, objects))
-    figures.update(ranking(sam, clip, args.scenes, args.seed, min_area, args.grid))
-    figures.update(timings(sam, clip, adapter))
+    if args.only in (None, "adapter"):
+        objects = build_objects(sam, clip, args.seed, args.scenes, min_area)
+        figures.update(evaluate(sam, clip, adapter, objects))
+        figures["text_pointing"] = pointing_accuracy(adapter, clip, sam, objects)
+    if args.only in (None, "ranking"):
+        figures.update(ranking(sam, clip, args.scenes, args.seed, min_area, args.grid))
+    if args.only in (None, "timings"):
+        figures.update(timings(sam, clip, adapter))
     figures["seconds"] = time.perf_counter() - started
     width = max(map(len, figures))
     for name, value in figures.items():

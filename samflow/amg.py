@@ -3,15 +3,20 @@
 A drop-in for `segment_anything.SamAutomaticMaskGenerator`: the same parameters, defaults and records, and the same
 masks. It does less work to get them:
 
-- the decoder's IoU head runs for every prompt, but masks are upscaled (decoder output stage) and brought to full
-  resolution only for the (point, mask) pairs whose predicted IoU passes `pred_iou_thresh`; the official upscales
-  and resizes all of them first and filters afterwards;
-- full-resolution logits exist for a few masks at a time (`postprocess_chunk`), never for a whole batch;
-- a surviving mask is kept as run-length counts (a few kB) rather than a dense tensor, and crop masks are encoded
-  in the image frame without materialising the padded full-size mask for the whole batch.
+- with samflow's decoder, the transformer and the IoU head run for every prompt, but the mask upscaling (the
+  decoder's output stage) runs only for prompts with a candidate whose predicted IoU passes `pred_iou_thresh`, and
+  only those candidates are brought to full resolution; the official upscales and resizes every candidate first
+  and filters afterwards. IoU filtering needs no mask, so this changes no decision;
+- the transformer, the upscaling and the full-resolution logits run in chunks (CHUNK_ELEMENTS), so peak memory
+  does not grow with `points_per_batch`; a prompt's result does not depend on its batch-mates;
+- on the CPU, stability counts, binarisation and boxes run in numpy (several times faster than torch's bool
+  reductions); surviving masks are kept as run-length counts, never as a stack of dense full-size masks;
+- small-region clean-up uses samflow's own connected components (no OpenCV).
 
-Every decision (IoU and stability thresholds, crop-edge filter, NMS, small-region clean-up) is made on the same
-numbers as the official code, in the same order; see tests/test_amg.py for what is compared and how.
+Stability scores are computed on the same full-resolution logits as the official (made by the model's own
+`postprocess_masks`), so every decision (IoU and stability thresholds, crop-edge filter, NMS within and between
+crops, small-region clean-up) is taken on the same numbers, in the same order. tests/test_amg.py checks records
+for equality with the official generator.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from samflow.ops.transforms import ResizeLongestSide
 from samflow.predictor import EncodedImage, SamPredictor
 
 log = logging.getLogger(__name__)
+
+# Default chunk sizes keep the largest intermediate of each step near this many elements (64 MiB in float32):
+# big enough for efficient kernels, small enough that peak memory does not grow with points_per_batch.
+CHUNK_ELEMENTS = 2**24
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -135,7 +144,8 @@ class SamAutomaticMaskGenerator:
     keyword-only: `embed` maps an RGB crop (H, W, 3) to its `EncodedImage` (default: the model's encoder; pass a
     cache-backed function to reuse embeddings); the chunk sizes bound memory without changing results:
     `decoder_chunk` prompts go through the transformer at once, `upscale_chunk` prompts through the mask
-    upscaling, `postprocess_chunk` masks are held at full resolution.
+    upscaling, `postprocess_chunk` masks are held at full resolution (default: sized so that each step's largest
+    tensor holds about CHUNK_ELEMENTS floats).
     """
 
     def __init__(self, model: torch.nn.Module, points_per_side: int | None = 32, points_per_batch: int = 64,
@@ -144,8 +154,8 @@ class SamAutomaticMaskGenerator:
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: OutputMode = "binary_mask", *,
-                 embed: Callable[[np.ndarray], EncodedImage] | None = None, postprocess_chunk: int = 8,
-                 decoder_chunk: int = 8, upscale_chunk: int = 8) -> None:
+                 embed: Callable[[np.ndarray], EncodedImage] | None = None, postprocess_chunk: int | None = None,
+                 decoder_chunk: int | None = None, upscale_chunk: int | None = None) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise InputError("give exactly one of points_per_side and point_grids")
         if points_per_side is not None:
@@ -160,7 +170,8 @@ class SamAutomaticMaskGenerator:
                                  f"needs {crop_n_layers + 1} (one per layer)")
         if output_mode not in OUTPUT_MODES:
             raise InputError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
-        if min(points_per_batch, postprocess_chunk, decoder_chunk, upscale_chunk) < 1:
+        chunks = [c for c in (postprocess_chunk, decoder_chunk, upscale_chunk) if c is not None]
+        if min([points_per_batch, *chunks]) < 1:
             raise InputError("points_per_batch and the chunk sizes must be at least 1")
         if crop_n_layers < 0:
             raise InputError(f"crop_n_layers must not be negative, got {crop_n_layers}")
@@ -271,8 +282,12 @@ class SamAutomaticMaskGenerator:
 
         ious, indices, logits = [], [], []
         grid = encoded.features.shape[-2:]
-        for start in range(0, sparse.shape[0], self.decoder_chunk):
-            part = slice(start, start + self.decoder_chunk)
+        tokens_per_prompt = int(grid[0] * grid[1]) * int(encoded.features.shape[1])
+        decoder_chunk = self.decoder_chunk or max(1, CHUNK_ELEMENTS // tokens_per_prompt)
+        # The upscaling makes 64 channels at 2x and 32 at 4x the grid per prompt.
+        upscale_chunk = self.upscale_chunk or max(1, CHUNK_ELEMENTS // (768 * int(grid[0] * grid[1])))
+        for start in range(0, sparse.shape[0], decoder_chunk):
+            part = slice(start, start + decoder_chunk)
             tokens, image_tokens = decoder.attend(encoded.features, image_pe, sparse[part],
                                                   dense[part] if dense.shape[0] > 1 else dense)
             iou = decoder.predict_iou(tokens)[:, multimask]
@@ -280,11 +295,11 @@ class SamAutomaticMaskGenerator:
             iou = iou.flatten().float()
             index = self._passing(iou)
             prompts, which = torch.unique(index // k, return_inverse=True)
-            for first in range(0, len(prompts), self.upscale_chunk):
-                chosen = which[(which >= first) & (which < first + self.upscale_chunk)]
-                picked = index[(which >= first) & (which < first + self.upscale_chunk)]
+            for first in range(0, len(prompts), upscale_chunk):
+                here = (which >= first) & (which < first + upscale_chunk)
+                chosen, picked = which[here], index[here]
                 low = decoder.masks_from_tokens(tokens, image_tokens, grid,
-                                                prompts[first : first + self.upscale_chunk])[:, multimask]
+                                                prompts[first : first + upscale_chunk])[:, multimask]
                 logits.append(low[chosen - first, picked % k].float())
             del tokens, image_tokens
             ious.append(iou)
@@ -308,8 +323,11 @@ class SamAutomaticMaskGenerator:
 
         counts: list[np.ndarray] = []
         kept, boxes, scores = [], [], []
-        for start in range(0, low_res.shape[0], self.postprocess_chunk):
-            chunk = low_res[start : start + self.postprocess_chunk]
+        side = self.model.image_encoder.img_size
+        per_mask = side * side + size[0] * size[1]  # the padded square, then the crop's size
+        chunk_size = self.postprocess_chunk or max(1, CHUNK_ELEMENTS // per_mask)
+        for start in range(0, low_res.shape[0], chunk_size):
+            chunk = low_res[start : start + chunk_size]
             logits = self.model.postprocess_masks(chunk[:, None], encoded.input_size, encoded.original_size)[:, 0]
             chosen, box, stability, masks = self._filter_chunk(logits, crop_box, size)
             del logits

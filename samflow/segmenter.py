@@ -175,7 +175,7 @@ def _predict_with_text(predictor: SamPredictor, prompts: Prompts, multimask: boo
         boxes = torch.as_tensor(predictor.transform.apply_boxes(p.boxes, size), dtype=torch.float, device=device)
     masks_in = torch.as_tensor(p.mask_input, dtype=torch.float, device=device) if p.mask_input is not None else None
     sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks_in)
-    tokens = text_prompt_tokens(model, p.texts or [])
+    tokens = text_prompt_tokens(model, p.texts or [], image_embeddings=predictor.features)
     n = tokens.shape[0]
     sparse = torch.cat([sparse.expand(n, -1, -1), tokens.to(sparse.dtype)], dim=1)
     dense = dense.expand(n, -1, -1, -1)

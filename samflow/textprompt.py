@@ -3,7 +3,8 @@
 Text prompts come from `samflow.models.text` (CLIP + the prompt adapter). Everything here asks that package for a
 single function,
 
-    text_prompt_tokens(text: str, sam_model: Sam) -> torch.Tensor   # (1, T, sam_model.prompt_encoder.embed_dim)
+    text_prompt_tokens(text: str, sam_model: Sam, image_embeddings: Tensor | None = None) -> torch.Tensor
+        # (1, T, sam_model.prompt_encoder.embed_dim); image_embeddings (1, C, h, w) are the image's SAM features
 
 the sparse prompt tokens of one text for SAM's mask decoder, placed after the point and box tokens. When the package
 cannot serve it (not installed, open_clip missing, no trained CLIP or adapter for this SAM model: a CheckpointError)
@@ -53,14 +54,16 @@ def text_prompts_available() -> bool:
     return True
 
 
-def text_prompt_tokens(model: Any, texts: Sequence[str]) -> torch.Tensor:
-    """Sparse prompt tokens (N, T, C) for N `texts` on `model`'s device and dtype; TextPromptsUnavailable if none."""
+def text_prompt_tokens(model: Any, texts: Sequence[str], image_embeddings: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """Sparse prompt tokens (N, T, C) for N `texts` on one image (its SAM features `image_embeddings`), on `model`'s
+    device and dtype; TextPromptsUnavailable if the text models are not there."""
     hook = _hook()
     width = model.prompt_encoder.embed_dim
     sets = []
     for text in texts:
         try:
-            tokens = hook(text, model)
+            tokens = hook(text, model, image_embeddings=image_embeddings)
         except CheckpointError as exc:  # the text models' weights are missing or do not fit
             raise TextPromptsUnavailable(f"text prompts need the text models: {exc}") from exc
         if not isinstance(tokens, torch.Tensor) or tokens.ndim != 3 or tokens.shape[0] != 1 \

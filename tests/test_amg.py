@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 from amg_testing import ColourSam, scene_image
-from tests.conftest import SMALL
 from segment_anything import SamAutomaticMaskGenerator as OfficialGenerator
 
 from samflow.amg import SamAutomaticMaskGenerator
 from samflow.errors import InputError
 from samflow.models.sam.build import SHIPPED_WEIGHTS
 from samflow.predictor import EncodedImage, SamPredictor
+from tests.conftest import SMALL
 
 COLOUR_PARAMS = {"points_per_side": 12, "pred_iou_thresh": 0.75, "stability_score_thresh": 0.8}
 # Random weights give look-alike masks: without filters and NMS every candidate is compared.

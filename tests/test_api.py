@@ -192,7 +192,7 @@ def test_text_prompts_unavailable_is_a_clear_error(scene, monkeypatch):
     with pytest.raises(TextPromptsUnavailable, match="text prompts need samflow.models.text.text_prompt_tokens"):
         segment(scene.image, text="a red star")
 
-    def missing_weights(text, sam_model):
+    def missing_weights(text, sam_model, image_embeddings=None):
         raise CheckpointError("the shipped CLIP weights clip_tiny.safetensors are missing")
 
     _fake_text_module(monkeypatch, missing_weights)
@@ -203,7 +203,7 @@ def test_text_prompts_unavailable_is_a_clear_error(scene, monkeypatch):
 def test_text_tokens_join_the_point_tokens_in_one_decoder_call(scene, model, monkeypatch):
     click = np.array([[[100.0, 60.0]]])  # 256 x 256 image, tiny's input size: coordinates need no resizing
 
-    def click_tokens(text, sam_model):
+    def click_tokens(text, sam_model, image_embeddings=None):
         # A "text" whose tokens are those of a click: the text path must then give the click's masks exactly.
         return sam_model.prompt_encoder._embed_points(torch.as_tensor(click, dtype=torch.float),
                                                       torch.ones(1, 1, dtype=torch.int), pad=True)
@@ -226,7 +226,7 @@ def test_text_prompt_with_the_shipped_models():
         pytest.skip("tiny's shipped SAM weights are not available yet")
     model = default_segmenter().model("tiny")
     try:
-        text_prompt_tokens(model, ["a red star"])
+        text_prompt_tokens(model, ["a red star"], image_embeddings=torch.zeros(1, 256, 16, 16))
     except TextPromptsUnavailable as exc:
         pytest.skip(f"shipped text models not available yet: {exc}")
     ious = []

@@ -149,7 +149,7 @@ def test_click_accept_export_in_the_browser(page, tmp_path, monkeypatch):
 
     # The text box: the text goes to the server with the prompts (a stand-in text model answers with the tokens
     # of a click, so this checks the app and the service, whatever text models this checkout has).
-    def click_tokens(text, sam_model):
+    def click_tokens(text, sam_model, image_embeddings=None):
         coords = torch.tensor([[[60.0, 180.0]]])
         return sam_model.prompt_encoder._embed_points(coords, torch.ones(1, 1, dtype=torch.int), pad=True)
 

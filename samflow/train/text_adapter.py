@@ -224,7 +224,7 @@ def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectS
     rows = torch.nonzero(objects.unique).flatten()
     text_emb = text_embeddings(clip, [objects.names[i] for i in rows], None)
     size = sam.image_encoder.img_size
-    sums = {"text": 0.0, "image": 0.0, "text_click": 0.0}
+    sums = {"text": 0.0, "image": 0.0, "text_click": 0.0, "point": 0.0}
     for start in range(0, len(rows), 64):
         part = rows[start : start + 64]
         feats = objects.features[objects.scene[part]].float()
@@ -236,6 +236,10 @@ def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectS
             logits, _ = decode(sam, feats, tok)
             preds[name] = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
             sums[name] += float(_iou(preds[name], gt).sum())
+        # Reference: SAM with one click at the object's interior point (the synthetic annotation's), no text.
+        logits, _ = decode(sam, feats, tokens["text"][:, :0], objects.points[part])
+        full = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+        sums["point"] += float(_iou(full, gt).sum())
         if click:
             coords, labels = [], []
             for j, i in enumerate(part.tolist()):
@@ -330,7 +334,7 @@ def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
     figures = evaluate(sam, clip, adapter, eval_set)
     if config.num_clicks:
         figures["text_pointing"] = pointing_accuracy(adapter, clip, sam, eval_set)
-    figures.update(train_minutes=minutes, steps=step, final_loss=float(np.mean(losses[-100:])))
+    figures.update(train_minutes=minutes, steps=step, final_loss=float(np.mean(losses[-100:])) if losses else 0.0)
     out = Path(config.out) if config.out else adapter_path_for(checkpoint)
     save_adapter(adapter, out)
     log.info("wrote %s: %s", out, {k: round(v, 4) for k, v in figures.items()})

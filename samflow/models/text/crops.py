@@ -51,7 +51,7 @@ def masked_crops(image: np.ndarray, masks: np.ndarray, size: int, *, margin: flo
         windows = crop_windows(masks, margin, min_context)
     h, w = image.shape[:2]
     fill = torch.tensor(FILL, dtype=torch.float32).view(3, 1, 1)
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    pixels = torch.tensor(image).permute(2, 0, 1)  # a copy: images may be read-only views
     out = torch.empty((masks.shape[0], 3, size, size), dtype=torch.float32)
     for i, (x0, y0, x1, y1) in enumerate(np.round(windows).astype(int)):
         # Pad only the part of the window outside the image; crop then composite then resize (bounded memory).
