@@ -113,14 +113,20 @@ def _compare(name: str, ours_model: torch.nn.Module, ref_model: torch.nn.Module,
     _official(ref_model, embeddings, warm).generate(image)
 
     ours = SamAutomaticMaskGenerator(ours_model, **params, embed=embed)
-    t_ours, m_ours, r_ours = _measure(lambda: ours.generate(image), repeats)
     official = _official(ref_model, embeddings, params)
-    try:
-        t_ref, m_ref, r_ref = _measure(lambda: official.generate(image), repeats)
-    except IndexError as exc:
-        # segment-anything 1.0 fails when a crop yields no mask (`torch.tensor([])` has no box axis).
-        print(f"  {name:9s} official failed ({exc}); samflow {t_ours:.2f} s, {len(r_ours)} masks")
-        return
+    # Alternate the two (best of `repeats` each), so a change in machine load hits both alike.
+    t_ours = t_ref = float("inf")
+    m_ours = m_ref = 0
+    for _ in range(repeats):
+        seconds, peak, r_ours = _measure(lambda: ours.generate(image), 1)
+        t_ours, m_ours = min(t_ours, seconds), max(m_ours, peak)
+        try:
+            seconds, peak, r_ref = _measure(lambda: official.generate(image), 1)
+        except IndexError as exc:
+            # segment-anything 1.0 fails when a crop yields no mask (`torch.tensor([])` has no box axis).
+            print(f"  {name:9s} official failed ({exc}); samflow {t_ours:.2f} s, {len(r_ours)} masks")
+            return
+        t_ref, m_ref = min(t_ref, seconds), max(m_ref, peak)
     matched = _matches(r_ours, r_ref)
     print(f"  {name:9s} official {t_ref:8.2f} s  peak +{m_ref / 2**20:7.0f} MiB  masks {len(r_ref)}")
     print(f"  {'':9s} samflow  {t_ours:8.2f} s  peak +{m_ours / 2**20:7.0f} MiB  masks {len(r_ours)}"
