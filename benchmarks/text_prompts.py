@@ -47,18 +47,21 @@ def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> 
         masks, _, _ = predictor.predict(point_coords=points, point_labels=np.ones(points.shape[:2]),
                                         multimask_output=True)
         proposals = masks.reshape(-1, h, w)
+        embedded = clip.embed_crops(scene.image, proposals)  # once per scene, for every caption
+        truth_embedded = clip.embed_crops(scene.image, scene.masks)
         anns = scene.annotations
         for j in unique_objects(anns):
             if anns[j]["area"] < min_area:
                 continue
             text = caption(anns[j])
-            picked = rank_masks(clip, scene.image, proposals, text)
+            picked = rank_masks(clip, scene.image, proposals, text, crop_embeddings=embedded)
             grid_hits += int(picked.indices.size > 0 and iou(proposals[picked.indices[0]], scene.masks[j]) >= 0.5)
-            truth = rank_masks(clip, scene.image, scene.masks, text)
+            truth = rank_masks(clip, scene.image, scene.masks, text, crop_embeddings=truth_embedded)
             gt_hits += int(truth.indices.size > 0 and int(truth.indices[0]) == j)
             total += 1
         for name in absent_names(anns)[index % 5 :: 12]:
-            absent_kept += int(rank_masks(clip, scene.image, proposals, f"a {name}").indices.size > 0)
+            absent_kept += int(rank_masks(clip, scene.image, proposals, f"a {name}",
+                                          crop_embeddings=embedded).indices.size > 0)
             absent_total += 1
     return {"rank_grid_top1": grid_hits / total, "rank_truth_top1": gt_hits / total, "rank_objects": total,
             "absent_rejected": 1 - absent_kept / absent_total, "absent_captions": absent_total}

@@ -50,11 +50,14 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def rank_masks(clip: ClipModel, image: np.ndarray, masks: np.ndarray, texts: str | Sequence[str], *,
                top_k: int = 1, threshold: float | None = None, mode: RankMode = "auto",
-               negatives: Sequence[str] = (), min_area: int = 16, dedupe: bool = True) -> RankResult:
+               negatives: Sequence[str] = (), min_area: int = 16, dedupe: bool = True,
+               crop_embeddings: torch.Tensor | None = None) -> RankResult:
     """Rank `masks` bool (N, H, W) over `image` uint8 (H, W, 3) by CLIP similarity to `texts`.
 
     Several texts are synonyms: a crop's score is its best over them. Masks under `min_area` pixels are never kept.
     Returns at most `top_k` proposals whose score reaches the threshold (none when nothing does).
+    `crop_embeddings` (N, D) from `clip.embed_crops(image, masks)` skip embedding the crops again (several texts
+    ranked over one set of proposals).
     """
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
@@ -78,7 +81,10 @@ def rank_masks(clip: ClipModel, image: np.ndarray, masks: np.ndarray, texts: str
     scores = np.full(n, -np.inf, dtype=np.float32)
     if valid.size:
         text = clip.embed_text(texts)  # (T, D)
-        crops = clip.embed_crops(image, masks[valid])  # (V, D)
+        if crop_embeddings is not None:
+            crops = torch.as_tensor(crop_embeddings)[torch.as_tensor(valid)].to(text.device)
+        else:
+            crops = clip.embed_crops(image, masks[valid])  # (V, D)
         sims = crops @ text.T  # (V, T)
         best = sims.max(dim=1).values
         cosines[valid] = best.cpu().numpy()
