@@ -1,5 +1,6 @@
 """samflow: Segment Anything as a composable part of vision pipelines."""
 
+from samflow.amg import SamAutomaticMaskGenerator
 from samflow.api import Pipeline, Segmentation, Segmenter, segment
 from samflow.cache import EmbeddingCache, content_key
 from samflow.detectors import register_detector
@@ -23,6 +24,7 @@ from samflow.video import run_video
 __version__ = "0.1.0"
 
 __all__ = [
+    "SamAutomaticMaskGenerator",
     "TrainConfig",
     "evaluate",
     "train",

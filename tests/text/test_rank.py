@@ -95,3 +95,13 @@ def test_shipped_clip_ranks_held_out_scenes():
             absent_total += 1
     assert hits / total >= 0.7, f"{hits}/{total} right"
     assert false_keeps / absent_total <= 0.3, f"{false_keeps}/{absent_total} absent names kept a mask"
+
+
+def test_precomputed_crop_embeddings_give_the_same_ranking(scene):
+    image, masks = scene
+    clip = StubClip()
+    direct = rank_masks(clip, image, masks, "a green thing", top_k=2, threshold=0.0)
+    reused = rank_masks(clip, image, masks, "a green thing", top_k=2, threshold=0.0,
+                        crop_embeddings=clip.embed_crops(image, masks))
+    assert direct.indices.tolist() == reused.indices.tolist()
+    assert np.allclose(direct.cosines, reused.cosines)
