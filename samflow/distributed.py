@@ -184,8 +184,8 @@ def annotate(images: str | Path | Sequence[str | Path], out: str | Path, *, mode
 def plan_images(specs: Sequence[str | Path], out: str | Path) -> list[Item]:
     """(stem, {image, image_id}) per image, as `samflow annotate` lists them: local files deduplicated and sorted
     as the command does, then URIs; ids from (and added to) `out/image_ids.json`."""
-    from samflow.commands.annotate import _image_ids, _unique_stems
-    from samflow.runner import IMAGE_SUFFIXES, expand_paths
+    from samflow.commands.annotate import _image_ids
+    from samflow.runner import IMAGE_SUFFIXES, expand_paths, unique_stems
 
     local = [spec for spec in specs if not sources.is_uri(spec)]
     remote = [str(spec) for spec in specs if sources.is_uri(spec)]
@@ -195,37 +195,16 @@ def plan_images(specs: Sequence[str | Path], out: str | Path) -> list[Item]:
     if not paths:
         raise InputError(f"no images found in {' '.join(str(spec) for spec in specs)}")
     Path(out).mkdir(parents=True, exist_ok=True)
-    stems = _unique_stems([Path(_stem_source(path)) for path in paths])
+    stems = unique_stems(paths, fallback="image")
     ids = _image_ids(Path(out), stems)
     return [(stem, {"image": path, "image_id": str(image_id)}) for stem, path, image_id in zip(stems, paths, ids)]
 
 
 def plan_items(graph: Graph, specs: Mapping[str, str | Path]) -> list[Item]:
     """(item id, {input: path}) per item, by `samflow run`'s rules, for local paths and URIs alike."""
-    from samflow.runner import IMAGE_SUFFIXES, _item_ids
-    from samflow.types import FilePath, Image
+    from samflow import runner
 
-    missing = [name for name in graph.inputs if name not in specs]
-    unknown = [name for name in specs if name not in graph.inputs]
-    if unknown:
-        raise InputError(f"the graph has no input {', '.join(unknown)} (inputs: {', '.join(graph.inputs)})")
-    if missing:
-        raise InputError(f"give every graph input with --input NAME=PATH; missing: {', '.join(missing)}")
-    files = {name: sources.list_files(spec, IMAGE_SUFFIXES if graph.inputs[name] in (Image, FilePath) else None)
-             for name, spec in specs.items()}
-    empty = [f"{name}={specs[name]}" for name, paths in files.items() if not paths]
-    if empty:
-        raise InputError(f"no input files found for {', '.join(empty)}")
-    streams = {name: paths for name, paths in files.items() if len(paths) > 1}
-    counts = {len(paths) for paths in streams.values()}
-    if len(counts) > 1:
-        sizes = ", ".join(f"{name}: {len(paths)}" for name, paths in streams.items())
-        raise InputError(f"inputs given several files must give as many each ({sizes})")
-    count = counts.pop() if counts else 1
-    lead = next(iter(streams), next(iter(files)))
-    ids = _item_ids([Path(_stem_source(p)) for p in files[lead][:count]])
-    return [(ids[i], {name: paths[i] if name in streams else paths[0] for name, paths in files.items()})
-            for i in range(count)]
+    return runner.plan_items(graph, specs, list_files=sources.list_files)
 
 
 def execute(job: Job, items: Sequence[Item], out: str | Path, options: RayOptions | None = None
@@ -383,7 +362,7 @@ def _cluster(options: RayOptions) -> Iterator[float]:
 
 
 def _write_manifest(path: Path, job: Job, report: DistributedReport, options: RayOptions) -> None:
-    from samflow.runner import write_json_atomic
+    from samflow.fileio import write_json_atomic
 
     stats = dict(report.stats)
     nodes = {name: {**node, "seconds": round(node.get("seconds", 0.0), 6)}
@@ -418,7 +397,7 @@ def _items_of(graph: Graph, dataset: Any) -> list[Item]:
 
 def _items_of_ray_dataset(graph: Graph, dataset: Any) -> list[Item]:
     """Items from a Ray Dataset of paths (a column per graph input, optional `id`): only these strings are read."""
-    from samflow.runner import _item_ids
+    from samflow.runner import unique_stems
 
     columns = set(dataset.columns())
     missing = [name for name in graph.inputs if name not in columns]
@@ -432,13 +411,8 @@ def _items_of_ray_dataset(graph: Graph, dataset: Any) -> list[Item]:
         dataset = dataset.select_columns(wanted)
     rows = sorted(dataset.take_all(), key=lambda row: str(row.get("id", row[lead])))
     ids = ([str(row["id"]) for row in rows] if "id" in columns
-           else _item_ids([Path(_stem_source(str(row[lead]))) for row in rows]))
+           else unique_stems([str(row[lead]) for row in rows]))
     return [(item_id, {name: str(row[name]) for name in graph.inputs}) for item_id, row in zip(ids, rows)]
-
-
-def _stem_source(path: str) -> str:
-    """The part of a path or URI whose stem names the item."""
-    return path.split("://", 1)[1] if sources.is_uri(path) else path
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from samflow import sources
 from samflow.errors import InputError, SamflowError
+from samflow.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +142,6 @@ class GraphJob(Job):
 
     def manifest_extra(self, report: Any) -> dict[str, Any]:
         return {"graph": self.graph_source}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a hidden temporary beside it and a rename: readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _absolute(path: str) -> str:

@@ -11,17 +11,17 @@
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from samflow.errors import InputError, SamflowError
+from samflow.fileio import write_json_atomic
 from samflow.graph import Graph
 from samflow.scheduler import Scheduler
 from samflow.types import FilePath, Image, Payload
@@ -64,15 +64,21 @@ def expand_paths(spec: str | Path, suffixes: set[str] | None = None) -> list[Pat
     raise InputError(f"no such file or folder: {spec}")
 
 
-def plan_items(graph: Graph, specs: Mapping[str, str | Path]) -> list[tuple[str, dict[str, Path]]]:
-    """(item id, {input: path}) for every item: the multi-file inputs zipped, the single-file ones shared."""
+def plan_items(graph: Graph, specs: Mapping[str, str | Path],
+               list_files: Callable[[str | Path, set[str] | None], Sequence[Any]] | None = None,
+               ) -> list[tuple[str, dict[str, Any]]]:
+    """(item id, {input: path}) for every item: the multi-file inputs zipped, the single-file ones shared.
+
+    `list_files(spec, suffixes)` lists what a spec names (default: local files, `expand_paths`; the Ray engine
+    passes one that also lists object-store URIs)."""
+    list_files = list_files or expand_paths
     missing = [name for name in graph.inputs if name not in specs]
     unknown = [name for name in specs if name not in graph.inputs]
     if unknown:
         raise InputError(f"the graph has no input {', '.join(unknown)} (inputs: {', '.join(graph.inputs)})")
     if missing:
         raise InputError(f"give every graph input with --input NAME=PATH; missing: {', '.join(missing)}")
-    files = {name: expand_paths(spec, IMAGE_SUFFIXES if graph.inputs[name] in (Image, FilePath) else None)
+    files = {name: list_files(spec, IMAGE_SUFFIXES if graph.inputs[name] in (Image, FilePath) else None)
              for name, spec in specs.items()}
     empty = [f"{name}={specs[name]}" for name, paths in files.items() if not paths]
     if empty:
@@ -84,17 +90,17 @@ def plan_items(graph: Graph, specs: Mapping[str, str | Path]) -> list[tuple[str,
         raise InputError(f"inputs given several files must give as many each ({sizes})")
     count = counts.pop() if counts else 1
     lead = next(iter(streams), next(iter(files)))
-    ids = _item_ids(files[lead][:count])
+    ids = unique_stems(files[lead][:count])
     return [(ids[i], {name: paths[i] if name in streams else paths[0] for name, paths in files.items()})
             for i in range(count)]
 
 
-def _item_ids(paths: list[Path]) -> list[str]:
-    """File stems, made unique (a.png and a.jpg become a and a_2)."""
+def unique_stems(paths: Sequence[str | Path], fallback: str = "item") -> list[str]:
+    """File stems (of paths or URIs), made unique: a.png and a.jpg become a and a_2, stable for a given list."""
     seen: dict[str, int] = {}
     ids = []
     for path in paths:
-        stem = path.stem or "item"
+        stem = Path(path).stem or fallback
         seen[stem] = seen.get(stem, 0) + 1
         ids.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
     return ids
@@ -167,7 +173,3 @@ def _manifest(report: RunReport, graph_source: str | None, scheduler: Scheduler)
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ import numpy as np
 
 from samflow.engine_args import add_engine_arguments, annotate_on_ray, check_local
 from samflow.errors import InputError
+from samflow.fileio import write_atomic, write_json_atomic
+from samflow.runner import unique_stems
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"no images found in {' '.join(args.images)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stems = _unique_stems(paths)
+    stems = unique_stems(paths, fallback="image")
     jobs = list(zip(_image_ids(out, stems), paths, stems))
     todo = [job for job in jobs if not (out / f"{job[2]}.json").is_file()]
     params = {name: getattr(args, name) for name, *_ in AMG_OPTIONS}
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         summary["seconds"] = round(time.perf_counter() - started, 3)
         summary["masks_per_second"] = round(summary["masks"] / max(summary["seconds"], 1e-9), 3)
-        _write_atomic(out / SUMMARY, json.dumps(summary, indent=2).encode())
+        write_json_atomic(out / SUMMARY, summary)
     log.info("%d annotated (%d masks), %d skipped, %d failed in %.1f s; see %s", summary["annotated"],
              summary["masks"], summary["skipped"], len(summary["failed"]), summary["seconds"], out / SUMMARY)
     return 1 if summary["failed"] else 0
@@ -150,9 +151,9 @@ def annotate_one(generator: Any, path: Path, image_id: int, out: Path, stem: str
                 "annotations": annotations}
     if preview:
         (out / PREVIEWS).mkdir(exist_ok=True)
-        _write_atomic(out / PREVIEWS / f"{stem}.png", _preview_png(image, found))
+        write_atomic(out / PREVIEWS / f"{stem}.png", _preview_png(image, found))
     # The JSON last: its presence marks the image as done.
-    _write_atomic(out / f"{stem}.json", json.dumps(document).encode())
+    write_json_atomic(out / f"{stem}.json", document, indent=None)
     return len(annotations)
 
 
@@ -183,23 +184,7 @@ def _image_ids(out: Path, stems: list[str]) -> list[int]:
         if stem not in known:
             known[stem] = next_id
             next_id += 1
-    _write_atomic(path, json.dumps(known, indent=0).encode())
+    write_json_atomic(path, known, indent=0)
     return [known[stem] for stem in stems]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A hidden temporary name in the same folder: never mistaken for a result, renamed in one step.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _unique_stems(paths: list[Path]) -> list[str]:
-    """File stems, made unique: a.png and a.jpg become a and a_2 (stable for a given set of files)."""
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        stem = path.stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems

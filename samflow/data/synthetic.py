@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from samflow.errors import InputError
+from samflow.fileio import atomic_path, write_atomic
 from samflow.ops import rle
 
 log = logging.getLogger(__name__)
@@ -368,17 +369,6 @@ def scene_file_stem(index: int) -> str:
     return f"sa_{index:06d}"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def scene_record(scene: Scene, image_id: int, file_name: str) -> dict[str, Any]:
     """The SA-1B style JSON record of a scene."""
     h, w = scene.image.shape[:2]
@@ -419,8 +409,9 @@ def _write_scene(out: Path, seed: int, index: int, size: int | tuple[int, int]) 
         Image.fromarray(scene.image).save(path, format="PNG", compress_level=1)
 
     # The image goes first: a JSON file marks a finished scene.
-    _atomic_write(png, save_png)
-    _atomic_write(js, lambda p: p.write_text(json.dumps(record)))
+    with atomic_path(png) as tmp:
+        save_png(tmp)
+    write_atomic(js, json.dumps(record))
     return True
 
 

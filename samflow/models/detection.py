@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from samflow.errors import CheckpointError, InputError
+from samflow.models.weights import read_tensor_file
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,7 @@ def coco_category_names() -> list[str]:
 
 def read_detector_weights(path: Path) -> dict[str, Any]:
     """A state dict of tensors from a .pth/.pt (safe unpickler) or .safetensors file."""
-    import torch
-
-    if not path.is_file():
-        raise CheckpointError(f"detector weights not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # the safe loaders raise many types on junk input; all mean the same here
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"detector weights {path} cannot be loaded safely: {first}") from None
-    for wrapper in ("model", "state_dict"):  # torchvision's reference scripts save {"model": ..., "optimizer": ...}
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"detector weights {path} do not hold a state dict of tensors")
-    return state
+    return read_tensor_file(path, "detector weights")[0]
 
 
 def build_torchvision_detector(name: str, weights: str | Path, num_classes: int | None = None,

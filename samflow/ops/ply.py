@@ -6,12 +6,12 @@ as one packed record array. Any PLY reader (Open3D, MeshLab, CloudCompare, plyfi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from samflow.errors import InputError
+from samflow.fileio import atomic_path
 
 VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 
@@ -43,12 +43,7 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
     records = np.empty(points.shape[0], VERTEX)
     records["x"], records["y"], records["z"] = points.T
     records["red"], records["green"], records["blue"] = colors.T
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as file:
-            file.write(ply_header(points.shape[0], comment))
-            file.write(records.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tmp.open("wb") as file:
+        file.write(ply_header(points.shape[0], comment))
+        file.write(records.tobytes())
     return path

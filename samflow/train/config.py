@@ -87,15 +87,22 @@ class TrainConfig(BaseModel):
         return out if out.is_absolute() or base is None else base / out
 
 
+def read_yaml_recipe(path: str | Path, what: str = "recipe") -> Any:
+    """The YAML document at `path` (safe loader; empty is {}); a missing or malformed file is an InputError
+    naming it as `what`. Shared by every training recipe reader."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from None
+
+
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read a YAML training config; `overrides` (non-None values) replace top-level keys."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise InputError(f"training config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml_recipe(path, "training config")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping of training options")
     raw.update({k: v for k, v in overrides.items() if v is not None})

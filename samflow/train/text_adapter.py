@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from samflow.data.synthetic import render_scene, scene_rng
@@ -35,6 +34,7 @@ from samflow.models.sam.sam import Sam
 from samflow.models.text.adapter import AdapterConfig, PromptAdapter, adapter_path_for, save_adapter
 from samflow.models.text.captions import TEMPLATES, caption, object_name, unique_objects
 from samflow.models.text.clip import ClipModel, load_clip
+from samflow.train.config import read_yaml_recipe
 
 log = logging.getLogger(__name__)
 
@@ -343,12 +343,7 @@ def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
 
 def load_text_adapter_config(path: str | Path) -> TextAdapterConfig:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise InputError(f"recipe {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml_recipe(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("text_adapter"), dict):
         raise InputError(f"{path}: expected a `text_adapter:` section")
     try:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from samflow.data.synthetic import render_scene, scene_rng
@@ -29,6 +28,7 @@ from samflow.errors import InputError
 from samflow.models.text.captions import caption, is_small, object_name
 from samflow.models.text.clip import ClipModel, build_open_clip, resolve_clip_config, save_clip
 from samflow.models.text.crops import crop_windows, masked_crops
+from samflow.train.config import read_yaml_recipe
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +234,7 @@ def train_text_clip(config: TextClipConfig) -> dict[str, Any]:
 
 def load_text_clip_config(path: str | Path) -> TextClipConfig:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise InputError(f"recipe {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml_recipe(path)
     section = raw.get("text_clip", raw) if isinstance(raw, dict) else raw
     try:
         return TextClipConfig(**section)

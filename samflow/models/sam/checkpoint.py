@@ -12,12 +12,12 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from samflow.errors import CheckpointError
 from samflow.models.sam.config import PRESETS, SamConfig
+from samflow.models.weights import read_tensor_file
 
 log = logging.getLogger(__name__)
 
@@ -68,33 +68,9 @@ def convert_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a checkpoint file (.pth/.pt or .safetensors), loaded safely onto the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    metadata: dict[str, str] = {}
-    if path.suffix == ".safetensors":
-        try:
-            state = load_file(str(path), device="cpu")
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                metadata = dict(f.metadata() or {})
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # the safe unpickler raises many types on junk input; all mean the same here
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(
-                f"{path} is not a PyTorch checkpoint that can be loaded safely (weights_only=True): {first}"
-            ) from None
-    for wrapper in ("model", "state_dict"):  # training frameworks often nest the weights
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors (found {type(state).__name__})")
+    """Tensors and metadata of a checkpoint file (.pth/.pt or .safetensors), loaded safely onto the CPU; a Hugging
+    Face SAM layout is renamed to the official one."""
+    state, metadata = read_tensor_file(path, "checkpoint")
     if is_hf_layout(state):
         log.info("converting Hugging Face key layout of %s", path)
         state = convert_hf_state_dict(state)

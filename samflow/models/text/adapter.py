@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from samflow.errors import CheckpointError
+from samflow.models.weights import read_tensor_file
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +143,9 @@ def save_adapter(adapter: PromptAdapter, path: str | Path, extra_metadata: dict[
 
 def load_adapter(path: str | Path, device: str | torch.device | None = None) -> PromptAdapter:
     """A prompt adapter from its safetensors file (config from the metadata); clear errors for bad files."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"text prompt adapter {path} does not exist; train one with "
-                              "`samflow train recipes/sam_tiny_text_adapter.yaml` (see samflow.train.text_adapter)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata: dict[str, Any] = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    state, metadata = read_tensor_file(path, "text prompt adapter", missing_hint=(
+        "; train one with `samflow train recipes/sam_tiny_text_adapter.yaml` (see samflow.train.text_adapter)"))
     if CONFIG_KEY not in metadata:
         raise CheckpointError(f"{path} is not a samflow text prompt adapter (no {CONFIG_KEY} metadata)")
     adapter = PromptAdapter(AdapterConfig(**json.loads(metadata[CONFIG_KEY])))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samflow.errors import CheckpointError, InputError
+from samflow.models.weights import read_tensor_file
 from samflow.pool import ModelPool, default_model_pool
 
 log = logging.getLogger(__name__)
@@ -145,28 +146,7 @@ def build_open_clip(config: ClipConfig) -> nn.Module:
 
 def read_clip_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a CLIP checkpoint (.safetensors, or .pt/.pth/.bin read with weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"CLIP checkpoint {path} does not exist")
-    metadata: dict[str, str] = {}
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = dict(f.metadata() or {})
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # the safe unpickler raises many types on junk input; all mean the same here
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint that loads safely: {exc}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    state, metadata = read_tensor_file(path, "CLIP checkpoint")
     if next(iter(state)).startswith("module."):  # saved from DistributedDataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     return state, metadata
