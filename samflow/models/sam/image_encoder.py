@@ -77,11 +77,21 @@ class Attention(nn.Module):
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw).contiguous()[..., None, :]  # (b, heads, h, w, 1, kw)
         rows = max(1, BIAS_CHUNK_ELEMENTS // max(1, b * w * n))
         out = torch.empty_like(q)
+        # Without autograd every piece is written into one reused buffer: a fresh 8 MiB tensor per piece costs
+        # more in page faults than the additions themselves.
+        reuse = not (torch.is_grad_enabled() and (rel_h.requires_grad or rel_w.requires_grad))
+        buffer: torch.Tensor | None = None
         for head in range(self.num_heads):
             hs = slice(head, head + 1)
             for r in range(0, h, rows):
                 grid_rows, tokens = slice(r, min(h, r + rows)), slice(r * w, min(h, r + rows) * w)
-                bias = (rel_h[:, hs, grid_rows] + rel_w[:, hs, grid_rows]).view(b, 1, -1, n)
+                if reuse:
+                    piece = (b, 1, grid_rows.stop - r, w, h, w)
+                    if buffer is None or buffer.shape != piece:
+                        buffer = q.new_empty(piece)
+                    bias = torch.add(rel_h[:, hs, grid_rows], rel_w[:, hs, grid_rows], out=buffer).view(b, 1, -1, n)
+                else:
+                    bias = (rel_h[:, hs, grid_rows] + rel_w[:, hs, grid_rows]).view(b, 1, -1, n)
                 out[:, hs, tokens] = F.scaled_dot_product_attention(q[:, hs, tokens], k[:, hs], v[:, hs],
                                                                     attn_mask=bias, scale=self.scale)
         return out.transpose(1, 2).reshape(b, n, -1)

@@ -13,6 +13,11 @@ from samflow.models.sam.common import MLP, LayerNorm2d
 from samflow.models.sam.transformer import TwoWayTransformer
 
 
+# Prompts decoded together at inference; larger batches run in chunks of this many (their per-prompt image tokens,
+# 4 MiB each at 64x64, then stay in the CPU cache between the transformer's steps).
+PROMPT_CHUNK = 8
+
+
 class MaskDecoder(nn.Module):
     def __init__(self, *, transformer_dim: int, transformer: TwoWayTransformer, num_multimask_outputs: int = 3,
                  activation: type[nn.Module] = nn.GELU, iou_head_depth: int = 3,
@@ -76,8 +81,14 @@ class MaskDecoder(nn.Module):
                 f"image_embeddings has batch {image_embeddings.shape[0]}; expected 1 (shared) or {batch} (per prompt)"
             )
         src = image_embeddings + dense_prompt_embeddings  # batch 1 when both are shared: the first layer is too
-        return self.transformer(src, image_pe, tokens, image_key=self._image_key(image_embeddings,
-                                                                                  dense_prompt_embeddings))
+        image_key = self._image_key(image_embeddings, dense_prompt_embeddings)
+        step = PROMPT_CHUNK if not torch.is_grad_enabled() else batch
+        if batch <= step:
+            return self.transformer(src, image_pe, tokens, image_key=image_key)
+        # Many prompts at inference: a few at a time, so each chunk's per-prompt image tokens stay in cache.
+        outs = [self.transformer(src if src.shape[0] == 1 else src[i : i + step], image_pe, tokens[i : i + step],
+                                 image_key=image_key) for i in range(0, batch, step)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
     def _image_key(self, image_embeddings: torch.Tensor, dense: torch.Tensor) -> Hashable | None:
         """Identity of (image embedding, dense prompt) when both are shared by all prompts, else None.
