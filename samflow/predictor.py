@@ -18,7 +18,7 @@ from samflow.ops.image import to_rgb_uint8
 from samflow.ops.transforms import ResizeLongestSide
 
 # Prompts are post-processed to full resolution in chunks of this many, so a large batch stays in bounded memory.
-POSTPROCESS_CHUNK = 16
+POSTPROCESS_CHUNK = 2
 
 
 @dataclass(frozen=True)

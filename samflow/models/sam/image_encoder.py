@@ -64,9 +64,15 @@ class Attention(nn.Module):
         """qkv: (B, h*w, 3*C) projected tokens -> (B, h*w, C) attention output (before `proj`)."""
         b, n, _ = qkv.shape
         # One copy into (3, B, heads, N, d): every per-head slice below is then contiguous for the fused kernel.
-        q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        packed = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous()
+        return self.attend_heads(packed, h, w).transpose(1, 2).reshape(b, n, -1)
+
+    def attend_heads(self, packed: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """packed: (3, B, heads, h*w, d) contiguous q, k, v -> (B, heads, h*w, d) attention output."""
+        q, k, v = packed.unbind(0)
+        b, n = q.shape[0], q.shape[2]
         if not self.use_rel_pos:
-            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+            return F.scaled_dot_product_attention(q, k, v)
         # bias[q, k] = <q, Rh[qh - kh]> + <q, Rw[qw - kw]>: two small per-row tables, expanded into the fused
         # attention's additive mask one head and a few grid rows at a time, so each piece of the (N x N) bias is
         # written and read back while it is still in the CPU cache, and the whole never exists.
@@ -94,7 +100,7 @@ class Attention(nn.Module):
                     bias = (rel_h[:, hs, grid_rows] + rel_w[:, hs, grid_rows]).view(b, 1, -1, n)
                 out[:, hs, tokens] = F.scaled_dot_product_attention(q[:, hs, tokens], k[:, hs], v[:, hs],
                                                                     attn_mask=bias, scale=self.scale)
-        return out.transpose(1, 2).reshape(b, n, -1)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
@@ -121,24 +127,48 @@ class Block(nn.Module):
 
     def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        s = self.window_size
-        pad_h, pad_w = (s - h % s) % s, (s - w % s) % s
-        qkv = self.attn.qkv(x)
-        if pad_h or pad_w:
+        s, heads = self.window_size, self.attn.num_heads
+        d = c // heads
+        nh, nw = -(-h // s), -(-w // s)
+        qkv = self.attn.qkv(x).view(b, h, w, 3, heads, d)
+        # Tokens go from the grid straight into the fused kernel's layout, (3, windows, heads, s*s, d), in one copy
+        # (no padded grid, no window grid in between).
+        packed = qkv.new_empty(3, b, nh, nw, heads, s, s, d)
+        if h % s or w % s:
             # The official code pads the normed tokens with zeros before the projection, so padding tokens
-            # project to the qkv bias (and take part in attention); pad the projected grid with exactly that.
+            # project to the qkv bias (and take part in attention): fill with exactly that.
             bias = self.attn.qkv.bias
-            fill = bias.to(qkv.dtype) if bias is not None else qkv.new_zeros(qkv.shape[-1])
-            padded = fill.expand(b, h + pad_h, w + pad_w, 3 * c).clone()
-            padded[:, :h, :w] = qkv
-            qkv = padded
-        hp, wp = h + pad_h, w + pad_w
-        windows = (qkv.view(b, hp // s, s, wp // s, s, 3 * c).permute(0, 1, 3, 2, 4, 5)
-                   .reshape(-1, s * s, 3 * c))
-        out = self.attn.attend(windows, s, s)
-        out = (out.view(b, hp // s, wp // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c))
-        # Padding tokens are cropped before the output projection: they would be discarded after it anyway.
-        return self.attn.proj(out[:, :h, :w])
+            fill = bias.to(qkv.dtype) if bias is not None else qkv.new_zeros(3 * c)
+            packed.copy_(fill.view(3, 1, 1, 1, heads, 1, 1, d).expand_as(packed))
+        grid = packed.permute(1, 2, 5, 3, 6, 0, 4, 7)  # (b, nh, s, nw, s, 3, heads, d): a view
+        for rows, cols in _window_pieces(h, w, s):
+            grid[:, rows[0], : rows[1], cols[0], : cols[1]].copy_(_as_windows(qkv, rows, cols, s))
+        out = self.attn.attend_heads(packed.view(3, b * nh * nw, heads, s * s, d), s, s)
+        # Back to the grid, padding dropped, in one copy; the projection then runs on real tokens only.
+        out = out.view(b, nh, nw, heads, s, s, d).permute(0, 1, 4, 2, 5, 3, 6)  # (b, nh, s, nw, s, heads, d)
+        result = x.new_empty(b, h, w, heads, d)
+        for rows, cols in _window_pieces(h, w, s):
+            _as_windows(result, rows, cols, s).copy_(out[:, rows[0], : rows[1], cols[0], : cols[1]])
+        return self.attn.proj(result.view(b, h, w, c))
+
+
+def _window_pieces(h: int, w: int, s: int) -> list[tuple[tuple[slice, int], tuple[slice, int]]]:
+    """The grid split into at most four blocks of whole windows (full ones, the partial last row/column), each as
+    ((window slice, tokens used per window) for rows, the same for columns)."""
+    def axis(n: int) -> list[tuple[slice, int]]:
+        full, rest = divmod(n, s)
+        return ([(slice(0, full), s)] if full else []) + ([(slice(full, full + 1), rest)] if rest else [])
+
+    return [(r, c) for r in axis(h) for c in axis(w)]
+
+
+def _as_windows(grid: torch.Tensor, rows: tuple[slice, int], cols: tuple[slice, int], s: int) -> torch.Tensor:
+    """The tokens of one piece of a (b, h, w, ...) grid as (b, window rows, used rows, window cols, used cols, ...)."""
+    (wr, nr), (wc, nc) = rows, cols
+    r0, c0 = wr.start * s, wc.start * s
+    block = grid[:, r0 : r0 + (wr.stop - wr.start - 1) * s + nr, c0 : c0 + (wc.stop - wc.start - 1) * s + nc]
+    b, tail = grid.shape[0], grid.shape[3:]
+    return block.view(b, wr.stop - wr.start, nr, wc.stop - wc.start, nc, *tail)
 
 
 class ImageEncoderViT(nn.Module):
