@@ -16,6 +16,8 @@ from samflow.models.sam.transformer import TwoWayTransformer
 # Prompts decoded together at inference; larger batches run in chunks of this many (their per-prompt image tokens,
 # 4 MiB each at 64x64, then stay in the CPU cache between the transformer's steps).
 PROMPT_CHUNK = 8
+# Image tokens upscaled at a time at inference (each becomes 16 pixels of 32 channels: 512 tokens ~ 1 MiB).
+UPSCALE_CHUNK_TOKENS = 512
 
 
 class MaskDecoder(nn.Module):
@@ -132,15 +134,26 @@ class MaskDecoder(nn.Module):
         ConvTranspose2d + LayerNorm2d path, faster on CPUs. tokens (B, h*w, C), hyper_in (B, K, C/8) -> (B, K, 4h, 4w).
         """
         conv1, norm, act1, conv2, act2 = self.output_upscaling
-        b = tokens.shape[0]
+        b, n, _ = tokens.shape
         c1, c2 = conv1.out_channels, conv2.out_channels
         w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)  # (C, di, dj, C1)
-        y = torch.matmul(tokens, w1).view(b, h * w * 4, c1).add_(conv1.bias)
-        y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        y = act2(torch.matmul(y, w2).view(b, h * w * 16, c2).add_(conv2.bias))
+        hyper_t = hyper_in.transpose(1, 2)
         k = hyper_in.shape[1]
-        masks = torch.matmul(y, hyper_in.transpose(1, 2))  # (B, h*w*16, K) in (i, j, di1, dj1, di2, dj2) order
+
+        def logits(part: torch.Tensor) -> torch.Tensor:  # (B, m, C) tokens -> (B, m*16, K)
+            m = part.shape[1]
+            y = torch.matmul(part, w1).view(b, m * 4, c1).add_(conv1.bias)
+            y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
+            y = act2(torch.matmul(y, w2).view(b, m * 16, c2).add_(conv2.bias))
+            return torch.matmul(y, hyper_t)
+
+        if torch.is_grad_enabled() or b * n <= UPSCALE_CHUNK_TOKENS:
+            masks = logits(tokens)
+        else:  # at inference a few grid rows at a time, so the 16x wider intermediates stay in cache
+            step = max(w, UPSCALE_CHUNK_TOKENS // (b * w) * w)
+            masks = torch.cat([logits(tokens[:, i : i + step]) for i in range(0, n, step)], dim=1)
+        # masks (B, h*w*16, K) is in (i, j, di1, dj1, di2, dj2) order
         masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return masks.reshape(b, k, 4 * h, 4 * w)
 
