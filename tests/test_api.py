@@ -133,7 +133,8 @@ def test_concurrent_calls_give_the_sequential_answers(model):
 
 
 def test_result_conversions(scene, tmp_path):
-    result = segment(scene.image, boxes=[[10, 10, 120, 110], [100, 120, 250, 250]])
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in (scene.annotations[i]["bbox"] for i in (0, 3))]  # two objects
+    result = segment(scene.image, boxes=boxes)
     coco = result.to_coco(image_id=7)
     assert [a["id"] for a in coco] == [1, 2] and all(a["image_id"] == 7 for a in coco)
     np.testing.assert_array_equal(rle.decode([a["segmentation"] for a in coco]), result.masks)

@@ -209,8 +209,9 @@ def test_oversized_upload_is_refused_before_it_is_read(service):
 
 def test_concurrent_clients_get_their_own_answers(service, uploaded, scenes, segmenter):
     client, _ = service
-    clicks = [[60, 60], [200, 90]]
-    jobs = [(i, c) for i in range(len(uploaded)) for c in clicks]
+    # Clicks on two different objects of each scene, so every job has its own answer.
+    objects = [render_scene(seed, size=256).annotations[:2] for seed in (31, 32, 33)]
+    jobs = [(i, [float(v) for v in a["point"]]) for i in range(len(uploaded)) for a in objects[i]]
 
     def ask(job):
         i, click = job

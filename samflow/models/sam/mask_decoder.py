@@ -12,7 +12,6 @@ from torch import nn
 from samflow.models.sam.common import MLP, LayerNorm2d
 from samflow.models.sam.transformer import TwoWayTransformer
 
-
 # Prompts decoded together at inference; larger batches run in chunks of this many (their per-prompt image tokens,
 # 4 MiB each at 64x64, then stay in the CPU cache between the transformer's steps).
 PROMPT_CHUNK = 8
