@@ -7,8 +7,9 @@ threshold is named by its canonical caption ("a red star"). Printed:
 - adapter path: mIoU of the text prompt alone, of the CLIP image embedding of its crop, and of the text plus one
   corrective click (at the error region's farthest pixel from its boundary), all in one decoder call each; for
   reference SAM with one click on the object (no text), and how often the text's located click lands on it;
-- ranking path: how often CLIP ranking picks the right object (IoU >= 0.5) among SAM masks for a grid of clicks,
-  and among the ground-truth masks (CLIP alone); how often a caption naming an absent object keeps nothing;
+- ranking path: how often CLIP ranking picks the right object (IoU >= 0.5) among SAM masks for a grid of clicks
+  (3 per click), among automatic masks (`SamAutomaticMaskGenerator`, 2x the grid's points per side, default
+  filters), and among the ground-truth masks (CLIP alone); how often a caption naming an absent object keeps nothing;
 - timings: a cached text embedding, and the decoder with a point, with the text, with both.
 """
 
@@ -21,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from samflow.amg import SamAutomaticMaskGenerator
 from samflow.data.synthetic import render_scene, scene_rng
 from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
 from samflow.models.text.captions import absent_names, caption, unique_objects
@@ -38,7 +40,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> dict[str, float]:
     predictor = TextSamPredictor(sam)
-    grid_hits = gt_hits = total = absent_kept = absent_total = 0
+    generator = SamAutomaticMaskGenerator(sam, points_per_side=2 * per_side)
+    grid_hits = auto_hits = gt_hits = total = absent_kept = absent_total = 0
     for index in range(scenes):
         scene = render_scene(scene_rng(seed, index), size=sam.image_encoder.img_size)
         predictor.set_image(scene.image)
@@ -48,6 +51,9 @@ def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> 
                                         multimask_output=True)
         proposals = masks.reshape(-1, h, w)
         embedded = clip.embed_crops(scene.image, proposals)  # once per scene, for every caption
+        records = generator.generate(scene.image)
+        auto = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, h, w), bool)
+        auto_embedded = clip.embed_crops(scene.image, auto) if len(auto) else None
         truth_embedded = clip.embed_crops(scene.image, scene.masks)
         anns = scene.annotations
         for j in unique_objects(anns):
@@ -56,6 +62,9 @@ def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> 
             text = caption(anns[j])
             picked = rank_masks(clip, scene.image, proposals, text, crop_embeddings=embedded)
             grid_hits += int(picked.indices.size > 0 and iou(proposals[picked.indices[0]], scene.masks[j]) >= 0.5)
+            if len(auto):
+                picked = rank_masks(clip, scene.image, auto, text, crop_embeddings=auto_embedded)
+                auto_hits += int(picked.indices.size > 0 and iou(auto[picked.indices[0]], scene.masks[j]) >= 0.5)
             truth = rank_masks(clip, scene.image, scene.masks, text, crop_embeddings=truth_embedded)
             gt_hits += int(truth.indices.size > 0 and int(truth.indices[0]) == j)
             total += 1
@@ -63,7 +72,8 @@ def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> 
             absent_kept += int(rank_masks(clip, scene.image, proposals, f"a {name}",
                                           crop_embeddings=embedded).indices.size > 0)
             absent_total += 1
-    return {"rank_grid_top1": grid_hits / total, "rank_truth_top1": gt_hits / total, "rank_objects": total,
+    return {"rank_grid_top1": grid_hits / total, "rank_auto_top1": auto_hits / total,
+            "rank_truth_top1": gt_hits / total, "rank_objects": total,
             "absent_rejected": 1 - absent_kept / absent_total, "absent_captions": absent_total}
 
 
