@@ -91,13 +91,11 @@ class Attention(nn.Module):
             hs = slice(head, head + 1)
             for r in range(0, h, rows):
                 grid_rows, tokens = slice(r, min(h, r + rows)), slice(r * w, min(h, r + rows) * w)
-                if reuse:
-                    piece = (b, 1, grid_rows.stop - r, w, h, w)
-                    if buffer is None or buffer.shape != piece:
-                        buffer = q.new_empty(piece)
-                    bias = torch.add(rel_h[:, hs, grid_rows], rel_w[:, hs, grid_rows], out=buffer).view(b, 1, -1, n)
-                else:
-                    bias = (rel_h[:, hs, grid_rows] + rel_w[:, hs, grid_rows]).view(b, 1, -1, n)
+                piece = (b, 1, grid_rows.stop - r, w, h, w)
+                if reuse and (buffer is None or buffer.shape != piece):
+                    buffer = q.new_empty(piece)
+                bias = torch.add(rel_h[:, hs, grid_rows], rel_w[:, hs, grid_rows], out=buffer if reuse else None)
+                bias = bias.view(b, 1, -1, n)
                 out[:, hs, tokens] = F.scaled_dot_product_attention(q[:, hs, tokens], k[:, hs], v[:, hs],
                                                                     attn_mask=bias, scale=self.scale)
         return out

@@ -90,6 +90,27 @@ def tokens_to_image(attn: Attention, queries: torch.Tensor, keys: torch.Tensor,
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, heads * d))
 
 
+def attend_image(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, key_bias: torch.Tensor,
+                 projected: torch.Tensor | None) -> torch.Tensor:
+    """Token -> image attention of `attn` for queries (B, T, C) (positional encoding added): from `projected`
+    keys (their k and v in the first 2*Ci channels) when the image side was projected, else reassociated."""
+    if projected is None:
+        return tokens_to_image(attn, queries, keys, key_bias)
+    ci = attn.internal_dim
+    return attn.attend(attn.q_proj(queries), projected[..., :ci], projected[..., ci : 2 * ci])
+
+
+def project_image(keys: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Image tokens (1 or B, N, C) through fused projections (weight (K, C), per-position bias (N, K))."""
+    weight, bias = fused
+    return torch.matmul(keys, weight.t()).add_(bias)
+
+
+def shared_by_prompts(keys: torch.Tensor, queries: torch.Tensor) -> bool:
+    """One image side for several prompts: projecting it once is cheaper than reassociating per prompt."""
+    return keys.shape[0] == 1 < queries.shape[0]
+
+
 def image_to_tokens(attn: Attention, image: torch.Tensor, image_weight: torch.Tensor | None,
                     query_bias: torch.Tensor | None, tokens_pe: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """`attn(image queries, tokens_pe, tokens)` for many queries (1 or B, N, .) over a few tokens (B, T, C).
@@ -156,11 +177,6 @@ class TwoWayAttentionBlock(nn.Module):
         bias = torch.cat([t2i.k_proj(key_pe), t2i.v_proj.bias.expand(key_pe.shape[0], -1), i2t.q_proj(key_pe)], dim=1)
         return weight, bias
 
-    @staticmethod
-    def project_keys(keys: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        weight, bias = fused
-        return torch.matmul(keys, weight.t()).add_(bias)
-
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
                 key_pe: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor] | None = None,
                 projected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,18 +193,15 @@ class TwoWayAttentionBlock(nn.Module):
         ci = t2i.internal_dim
         if fused is None:
             fused = self.image_side(key_pe[0])
-        if projected is None and keys.shape[0] == 1 < queries.shape[0]:
-            projected = self.project_keys(keys, fused)  # shared by every prompt: projected once
-        if projected is not None:
-            k_t2i, v_t2i, q_i2t = projected[..., :ci], projected[..., ci : 2 * ci], projected[..., 2 * ci :]
-            queries = self.norm2(queries + t2i.attend(t2i.q_proj(queries + query_pe), k_t2i, v_t2i))
-        else:  # image tokens per prompt: never project them (see the module docstring)
-            queries = self.norm2(queries + tokens_to_image(t2i, queries + query_pe, keys, fused[1][:, :ci]))
+        if projected is None and shared_by_prompts(keys, queries):
+            projected = project_image(keys, fused)
+        # Image tokens per prompt are never projected (see the module docstring).
+        queries = self.norm2(queries + attend_image(t2i, queries + query_pe, keys, fused[1][:, :ci], projected))
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
         if projected is not None:
-            mixed = image_to_tokens(i2t, q_i2t, None, None, q, queries)
+            mixed = image_to_tokens(i2t, projected[..., 2 * ci :], None, None, q, queries)
         else:
             weight = fused[0][2 * ci :].t()  # (C, Ci): i2t.q_proj.weight.T
             mixed = image_to_tokens(i2t, keys, weight, fused[1][:, 2 * ci :], q, queries)
@@ -254,19 +267,15 @@ class TwoWayTransformer(nn.Module):
             if self._first_projection is not None and self._first_projection[0] == full_key:
                 first = self._first_projection[1]
             else:
-                first = self.layers[0].project_keys(keys, constants[0])
+                first = project_image(keys, constants[0])
                 self._first_projection = (full_key, first)
         queries = point_embedding
         for i, (layer, fused) in enumerate(zip(self.layers, constants)):
             queries, keys = layer(queries, keys, point_embedding, image_pe, fused, first if i == 0 else None)
         final = self.final_attn_token_to_image
         weight, bias = constants[-1]
-        ci = final.internal_dim
-        if keys.shape[0] == 1 < queries.shape[0]:
-            projected = torch.matmul(keys, weight.t()).add_(bias)
-            attn_out = final.attend(final.q_proj(queries + point_embedding), projected[..., :ci], projected[..., ci:])
-        else:
-            attn_out = tokens_to_image(final, queries + point_embedding, keys, bias[:, :ci])
+        projected = project_image(keys, (weight, bias)) if shared_by_prompts(keys, queries) else None
+        attn_out = attend_image(final, queries + point_embedding, keys, bias[:, : final.internal_dim], projected)
         queries = self.norm_final_attn(queries + attn_out)
         if keys.shape[0] != queries.shape[0]:  # depth 0: the image side was never mixed with the tokens
             keys = keys.expand(queries.shape[0], -1, -1)
