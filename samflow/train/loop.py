@@ -18,7 +18,15 @@ from tqdm import tqdm
 
 from samflow.errors import CheckpointError
 from samflow.models.sam.build import build_sam
-from samflow.models.sam.checkpoint import load_into, read_state_dict, save_checkpoint
+from samflow.models.sam.checkpoint import (
+    config_from_metadata,
+    config_from_state_dict,
+    load_into,
+    read_state_dict,
+    save_checkpoint,
+)
+from samflow.models.sam.config import SamConfig
+from samflow.models.sam.regrid import regrid_state_dict
 from samflow.models.sam.sam import Sam
 from samflow.train.config import TrainConfig, load_train_config
 from samflow.train.data import BatchSampler, SceneSource
@@ -206,14 +214,26 @@ def _try_resume(out_dir: Path, model: Sam, optimizer: torch.optim.Optimizer, sca
     return int(state["step"])
 
 
+def _build_from_init(want: SamConfig, checkpoint: str) -> Sam:
+    """`want`'s model with the init weights; weights made for a coarser patch grid are carried over (regrid)."""
+    state, metadata = read_state_dict(checkpoint)
+    found = config_from_metadata(metadata) or config_from_state_dict(state)
+    if (found.patch_size, found.window_size) != (want.patch_size, want.window_size):
+        log.info("regridding %s from patch %d to %d", checkpoint, found.patch_size, want.patch_size)
+        state = regrid_state_dict(state, found, want)
+    model = Sam(want)
+    load_into(model, state, checkpoint)
+    return model
+
+
 def build_model(config: TrainConfig, device: torch.device) -> Sam:
     """The model to train: from `init_checkpoint` when given (size taken from it if `model` is a preset name that
     does not match), else the preset with fresh random weights (not the shipped ones)."""
-    if config.init_checkpoint:
-        model = build_sam(config.model if isinstance(config.model, dict) else None, checkpoint=config.init_checkpoint)
+    if config.init_checkpoint and isinstance(config.model, dict):
+        model = _build_from_init(SamConfig(**config.model), config.init_checkpoint)
+    elif config.init_checkpoint:
+        model = build_sam(checkpoint=config.init_checkpoint)
     elif isinstance(config.model, str):
-        from samflow.models.sam.config import SamConfig
-
         model = Sam(SamConfig.preset(config.model))
     else:
         model = build_sam(config.model)
