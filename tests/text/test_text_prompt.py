@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,19 @@ def test_soft_clicks_follow_the_heat_map(adapter, small_sam):
         queries = torch.ones(1, adapter.config.num_clicks, 256)
         heat = adapter.heatmaps(queries, features).softmax(-1)
     assert int(heat[0, 0].argmax()) == 2 * 8 + 5 and float(heat[0, 0].max()) > 0.99
+
+
+def test_heat_maps_equal_projecting_every_cell(adapter):
+    """The queries are folded through the key projection; the logits are those of projecting each cell."""
+    adapter = copy.deepcopy(adapter).double()
+    torch.manual_seed(0)
+    features = torch.randn(3, 256, 8, 8, dtype=torch.float64)
+    queries = torch.randn(3, adapter.config.num_clicks, 256, dtype=torch.float64)
+    with torch.no_grad():
+        adapter.key.bias.normal_()
+        keys = adapter.key(features.flatten(2).transpose(1, 2))  # (N, hw, C)
+        scale = adapter.log_scale.exp() / 256 ** 0.5
+        torch.testing.assert_close(adapter.heatmaps(queries, features), queries @ keys.transpose(1, 2) * scale)
 
 
 def test_adapter_file_round_trip_and_errors(adapter, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from samflow.errors import InputError
-from samflow.models.sam import build_sam, read_state_dict
+from samflow.models.sam import SamConfig, build_sam, read_state_dict
 from samflow.train import TrainConfig, load_train_config, train
 from samflow.train.loop import STATE_NAME, WEIGHTS_NAME, lr_factor
 
@@ -79,4 +79,7 @@ def test_schedule_and_config_errors(tmp_path):
 
 def test_recipe_file_is_valid():
     config = load_train_config("recipes/tiny.yaml")
-    assert config.model == "tiny" and config.data.kind == "synthetic" and config.data.seed == 1
+    assert config.model["patch_size"] == 16 and config.data.kind == "synthetic" and config.data.seed == 1
+    final = load_train_config("recipes/tiny_stage3.yaml")  # the stage that writes the shipped weights
+    assert SamConfig(**final.model) == SamConfig.preset("tiny")
+    assert final.export == "samflow/weights/sam_tiny.safetensors"

@@ -79,14 +79,16 @@ PRESETS: dict[str, SamConfig] = {
     "vit_h": SamConfig(
         encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, encoder_global_attn_indexes=(7, 15, 23, 31)
     ),
-    # samflow's own default, trained on synthetic scenes: a small ViT at 256 px (16x16 embedding grid), with
-    # SAM's standard prompt encoder and 256-channel mask decoder, so the official classes load it with sizes changed.
+    # samflow's own default, trained on synthetic scenes: a small ViT at 256 px with 8 px patches (32x32 embedding
+    # grid, so masks come out at 128x128), SAM's standard prompt encoder and 256-channel mask decoder: the official
+    # classes load it with sizes changed.
     "tiny": SamConfig(
         encoder_embed_dim=192,
         encoder_depth=6,
         encoder_num_heads=6,
         encoder_global_attn_indexes=(2, 5),
         image_size=256,
-        window_size=8,
+        patch_size=8,
+        window_size=16,
     ),
 }

@@ -87,9 +87,11 @@ class PromptAdapter(nn.Module):
 
     def heatmaps(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits (N, M, h*w) of M click queries (N, M, C) over image features (N or 1, C, h, w)."""
-        keys = self.key(features.flatten(2).transpose(1, 2).to(queries.dtype))  # (N or 1, hw, C)
+        # q . (W f + b) = (q W) . f + q . b: the queries are projected instead of every cell (hw/M times less work).
+        folded = queries @ self.key.weight  # (N, M, C)
+        cells = features.flatten(2).to(queries.dtype)  # (N or 1, C, hw)
         scale = self.log_scale.exp() / queries.shape[-1] ** 0.5
-        return torch.einsum("nmc,nlc->nml", queries, keys.expand(queries.shape[0], -1, -1)) * scale
+        return (folded @ cells + (queries @ self.key.bias)[..., None]) * scale
 
     def forward(self, embeddings: torch.Tensor, sam: Any, features: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
