@@ -87,6 +87,7 @@ class EvalReport:
     name: str
     objects: list[ObjectResult] = field(default_factory=list)
     images: int = 0
+    auto: dict[str, Any] | None = None  # automatic-mask recall (samflow.eval_auto), when measured
 
     def summary(self) -> dict[str, Any]:
         """{'all': {...}, 'small': {...}, ...} with n, mIoU per click count ('1'...), '1_oracle' and 'box'."""
@@ -108,7 +109,10 @@ class EvalReport:
         return result
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.name, "images": self.images, "miou": self.summary()}
+        out = {"dataset": self.name, "images": self.images, "miou": self.summary()}
+        if self.auto is not None:
+            out["automatic_masks"] = self.auto
+        return out
 
     def format(self) -> str:
         """A plain-text table: one row per object-size group, one column per metric."""

@@ -227,7 +227,8 @@ def test_text_prompt_with_the_shipped_models():
         pytest.skip("tiny's shipped SAM weights are not available yet")
     model = default_segmenter().model("tiny")
     try:
-        text_prompt_tokens(model, ["a red star"], image_embeddings=torch.zeros(1, 256, 16, 16))
+        grid = model.prompt_encoder.image_embedding_size
+        text_prompt_tokens(model, ["a red star"], image_embeddings=torch.zeros(1, 256, *grid))
     except TextPromptsUnavailable as exc:
         pytest.skip(f"shipped text models not available yet: {exc}")
     ious = []
@@ -240,7 +241,7 @@ def test_text_prompt_with_the_shipped_models():
                 inter = (result.masks[0] & scene.masks[i]).sum()
                 ious.append(inter / max((result.masks[0] | scene.masks[i]).sum(), 1))
                 break
-    # 0.32 on these 8 objects; 200 held-out scenes, all sizes: text mIoU 0.37 (benchmarks/text_prompts.py).
+    # 200 held-out scenes, objects of at least 200 px: text mIoU 0.38 (benchmarks/text_prompts.py).
     assert len(ious) >= 8 and float(np.mean(ious)) >= 0.25, ious
 
 

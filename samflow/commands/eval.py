@@ -7,6 +7,7 @@ import logging
 
 from samflow.errors import InputError
 from samflow.eval import evaluate, load_dataset, write_reports
+from samflow.eval_auto import automatic_mask_recall
 from samflow.models.sam.build import build_sam
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--auto", action="store_true", help="also run the automatic mask generator and report how many "
+                   "objects of at least 32x32 px a generated mask recovers at IoU >= 0.75")
+    p.add_argument("--auto-points", type=int, default=16, help="points per side of the automatic grid (default 16)")
+    p.add_argument("--auto-iou-thresh", type=float, default=0.88, help="generator's pred_iou_thresh (default 0.88)")
+    p.add_argument("--auto-stability-thresh", type=float, default=0.95,
+                   help="generator's stability_score_thresh (default 0.95)")
     p.set_defaults(func=run)
 
 
@@ -52,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise InputError(f"--max-images must be positive, got {args.max_images}")
+    if args.auto_points < 1:
+        raise InputError(f"--auto-points must be positive, got {args.auto_points}")
     model_name = args.model or (None if args.checkpoint else "tiny")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = build_sam(model_name, checkpoint=args.checkpoint, device=device)
@@ -62,6 +71,13 @@ def run(args: argparse.Namespace) -> int:
                           max_images=args.max_images, progress=not args.no_progress,
                           use_mask_input=not args.no_mask_input)
         print(report.format())
+        if args.auto:
+            recall = automatic_mask_recall(model, dataset, points_per_side=args.auto_points,
+                                           pred_iou_thresh=args.auto_iou_thresh,
+                                           stability_score_thresh=args.auto_stability_thresh,
+                                           max_images=args.max_images, progress=not args.no_progress)
+            print(recall.format())
+            report.auto = recall.to_dict()
         reports.append(report)
     if args.json:
         print(f"wrote {write_reports(reports, args.json)}")

@@ -160,3 +160,9 @@ def _sam_like():
     from samflow.models.sam import build_sam
 
     return build_sam(SMALL_SAM, device="cpu")
+
+
+def test_adapter_refuses_an_embedding_of_another_grid(adapter, small_sam):
+    h, w = small_sam.prompt_encoder.image_embedding_size
+    with pytest.raises(InputError, match="does not match"):
+        adapter(torch.zeros(1, adapter.config.clip_dim), small_sam, torch.zeros(1, 256, h + 1, w))

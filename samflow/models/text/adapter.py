@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from samflow.errors import CheckpointError
+from samflow.errors import CheckpointError, InputError
 from samflow.models.weights import read_tensor_file
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ class PromptAdapter(nn.Module):
                                                                    cfg.token_dim)
         queries, content = out[:, : cfg.num_clicks], out[:, cfg.num_clicks :] + self.token_embed
         pe_layer = sam.prompt_encoder
+        if tuple(features.shape[-2:]) != tuple(pe_layer.image_embedding_size):
+            raise InputError(f"image embedding grid {tuple(features.shape[-2:])} does not match this SAM's "
+                             f"{tuple(pe_layer.image_embedding_size)}: encode the image with the same model")
         logits = self.heatmaps(queries, features)
         weights = logits.softmax(-1)
         if cfg.hard_clicks:
