@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 from samflow.data.synthetic import render_scene, scene_rng
-from samflow.eval import _peak, size_category
+from samflow.eval import _peak, mask_iou, size_category
 
 
 def ceiling(seed: int, scenes: int, scene_size: int) -> tuple[dict[str, tuple[int, float]], dict[str, float]]:
@@ -32,7 +32,7 @@ def ceiling(seed: int, scenes: int, scene_size: int) -> tuple[dict[str, tuple[in
             partners = [j for j in range(len(masks)) if j != i and masks[j][y, x] and mask[clicks[j][1], clicks[j][0]]]
             score = 1.0
             if partners:
-                overlap = max(float((mask & masks[j]).sum() / (mask | masks[j]).sum()) for j in partners)
+                overlap = max(float(mask_iou(mask, masks[j])) for j in partners)
                 score = (1 + overlap) / 2  # one answer for two objects: right for one, IoU(part, whole) for the other
                 pairs += 1
                 gaps.append(min(float(np.hypot(x - clicks[j][0], y - clicks[j][1])) for j in partners))

@@ -60,6 +60,14 @@ def best_overlaps(truth: np.ndarray, generated: np.ndarray) -> np.ndarray:
     return (inter / union.clamp(min=1)).max(dim=1).values.numpy()
 
 
+def _grid_side(generator: Any, default: int) -> int:
+    """Points per side of a ready generator, from its first point grid (the generator keeps no count)."""
+    grids = getattr(generator, "point_grids", None)
+    if grids:
+        return round(len(grids[0]) ** 0.5)
+    return getattr(generator, "points_per_side", default)
+
+
 @torch.no_grad()
 def automatic_mask_recall(model: Any, dataset: Iterable[Sample], *, points_per_side: int = 16,
                           min_area: int = 32 * 32, iou_threshold: float = 0.75, max_images: int | None = None,
@@ -73,7 +81,7 @@ def automatic_mask_recall(model: Any, dataset: Iterable[Sample], *, points_per_s
         raise InputError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     if hasattr(model, "generate"):
         generator = model
-        points_per_side = getattr(model, "points_per_side", None) or 0
+        points_per_side = _grid_side(model, points_per_side)
     else:
         generator = SamAutomaticMaskGenerator(model, points_per_side=points_per_side, **generator_params)
     result = AutoRecall(min_area=min_area, iou_threshold=iou_threshold, points_per_side=points_per_side)

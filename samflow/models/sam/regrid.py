@@ -51,7 +51,7 @@ def regrid_rel_pos(table: torch.Tensor, new_len: int, factor: int) -> torch.Tens
     new_half = (new_len - 1) / 2
     offsets = (torch.arange(new_len, dtype=torch.float64) - new_half) / factor + old_half
     offsets = offsets.clamp(0, table.shape[0] - 1)
-    lo = offsets.floor().long().clamp(max=table.shape[0] - 1)
+    lo = offsets.floor().long()
     hi = (lo + 1).clamp(max=table.shape[0] - 1)
     frac = (offsets - lo).to(table.dtype)[:, None]
     return (table[lo] * (1 - frac) + table[hi] * frac).contiguous()
