@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from samflow.errors import InputError
 
@@ -77,10 +77,19 @@ class TrainConfig(BaseModel):
     device: str | None = Field(None, description="None: cuda when available, else cpu")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch's default)")
+    data_workers: int = Field(
+        0, ge=0, description="processes that prepare batches ahead of the model (0: in the training process)"
+    )
     checkpoint_every_s: float = Field(300.0, gt=0)
     log_every: int = Field(20, gt=0)
     export: str | None = Field(None, description="after the last step, also write the weights here")
     export_dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
 
     def resolved_out_dir(self, base: Path | None = None) -> Path:
         out = Path(self.out_dir)

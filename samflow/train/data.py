@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -107,3 +107,30 @@ class BatchSampler:
             if attempt > 50 * self.images_per_batch:
                 raise InputError("training data: too many images without usable masks")
         return images, torch.cat(masks, dim=0)
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Batches `start`..`stop`-1 of a BatchSampler as a dataset, so DataLoader workers can prepare them ahead."""
+
+    def __init__(self, sampler: BatchSampler, start: int, stop: int) -> None:
+        self.sampler, self.start, self.stop = sampler, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.sampler.batch(self.start + i)
+
+
+def batch_stream(sampler: BatchSampler, start: int, stop: int, workers: int = 0, pin_memory: bool = False
+                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """Batches of steps `start`..`stop`-1 in order; with `workers` > 0 they are rendered in that many processes
+    ahead of use (a GPU outruns one CPU core rendering scenes). Each batch depends only on its step, so the data
+    is the same either way."""
+    if workers == 0:
+        for step in range(start, stop):
+            yield sampler.batch(step)
+        return
+    loader = torch.utils.data.DataLoader(_StepBatches(sampler, start, stop), batch_size=None, shuffle=False,
+                                         num_workers=workers, pin_memory=pin_memory, prefetch_factor=4)
+    yield from loader

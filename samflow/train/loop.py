@@ -29,7 +29,7 @@ from samflow.models.sam.config import SamConfig
 from samflow.models.sam.regrid import regrid_state_dict
 from samflow.models.sam.sam import Sam
 from samflow.train.config import TrainConfig, load_train_config
-from samflow.train.data import BatchSampler, SceneSource
+from samflow.train.data import BatchSampler, SceneSource, batch_stream
 from samflow.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from samflow.train.prompts import add_click, correction_clicks, embed_tokens, first_prompts
 
@@ -279,10 +279,12 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     bar = tqdm(total=config.steps, initial=step, disable=not progress, dynamic_ncols=True, desc="train")
     metrics = (out_dir / METRICS_NAME).open("a", encoding="utf-8")
     try:
-        while step < stop:
+        batches = batch_stream(sampler, step, stop, config.data_workers, pin_memory=device.type == "cuda")
+        t_ready = time.perf_counter()
+        for images, gt in batches:
             t0 = time.perf_counter()
+            data_sec = t0 - t_ready  # waiting for the batch: > 0 when data preparation is the bottleneck
             lr = _set_lr(optimizer, step, config)
-            images, gt = sampler.batch(step)
             generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
             with autocast:
                 rounds = 1 if step < config.first_prompt_only_steps else config.rounds
@@ -310,13 +312,15 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
             bar.set_postfix(loss=f"{ema:.4f}", iou=f"{stats['iou_r0']:.3f}", lr=f"{lr:.2e}")
             if step % config.log_every == 0 or step == stop:
                 record = {"step": step, "loss": round(value, 5), "loss_ema": round(ema, 5), "lr": lr,
-                          "sec": round(time.perf_counter() - t0, 3), **{k: round(v, 5) for k, v in stats.items()}}
+                          "sec": round(time.perf_counter() - t0, 3), "data_sec": round(data_sec, 3),
+                          **{k: round(v, 5) for k, v in stats.items()}}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 log.debug("step %d: %s", step, record)
             if time.perf_counter() - last_save > config.checkpoint_every_s:
                 _save_state(out_dir, model, optimizer, scaler, step, config)
                 last_save = time.perf_counter()
+            t_ready = time.perf_counter()
     except KeyboardInterrupt:
         log.warning("interrupted at step %d: saving a checkpoint to resume from", step)
         _save_state(out_dir, model, optimizer, scaler, step, config)

@@ -96,3 +96,25 @@ def test_predict_torch_and_batched_forward_match(twins):
     assert rel_err(out1["low_res_logits"], out2["low_res_logits"]) < RTOL
     assert rel_err(out1["iou_predictions"], out2["iou_predictions"]) < RTOL
     assert out1["masks"].shape == out2["masks"].shape == (2, 3, 200, 256)
+
+
+def test_one_piece_path_matches_official(twins, monkeypatch):
+    """On a GPU the encoder's attention and the decoder's prompts go in one piece, not in cache-sized ones (no
+    GPU here: the same code is forced on the CPU). Image embedding and 20 prompts (more than a chunk) must match."""
+    from samflow.models.sam import common
+    from samflow.models.sam.mask_decoder import PROMPT_CHUNK
+
+    monkeypatch.setattr(common, "cache_blocked", lambda t: False)
+    ours_model, ref_model = twins
+    x = torch.randn(1, 3, ours_model.config.image_size, ours_model.config.image_size)
+    n = 2 * PROMPT_CHUNK + 4
+    boxes = torch.rand(n, 2) * 100
+    boxes = torch.cat([boxes, boxes + 20 + torch.rand(n, 2) * 100], dim=1)
+    with torch.inference_mode():
+        emb_ours, emb_ref = ours_model.image_encoder(x), ref_model.image_encoder(x)
+        outs = []
+        for model in (ours_model, ref_model):
+            sparse, dense = model.prompt_encoder(points=None, boxes=boxes, masks=None)
+            outs.append(model.mask_decoder(emb_ref, model.prompt_encoder.get_dense_pe(), sparse, dense, True))
+    assert rel_err(emb_ours, emb_ref) < RTOL
+    assert rel_err(outs[0][0], outs[1][0]) < RTOL and rel_err(outs[0][1], outs[1][1]) < RTOL

@@ -80,6 +80,31 @@ def test_schedule_and_config_errors(tmp_path):
 def test_recipe_file_is_valid():
     config = load_train_config("recipes/tiny.yaml")
     assert config.model["patch_size"] == 16 and config.data.kind == "synthetic" and config.data.seed == 1
-    final = load_train_config("recipes/tiny_stage3.yaml")  # the stage that writes the shipped weights
-    assert SamConfig(**final.model) == SamConfig.preset("tiny")
-    assert final.export == "samflow/weights/sam_tiny.safetensors"
+    stages = [load_train_config(f"recipes/tiny_stage{i}.yaml") for i in (3, 4, 5)]
+    for before, after in zip(stages, stages[1:]):  # each stage starts from the one before
+        assert after.init_checkpoint == f"{before.out_dir}/final.safetensors"
+    for stage in stages:
+        assert SamConfig(**stage.model) == SamConfig.preset("tiny")
+    # Only the last stage writes the shipped weights.
+    assert [s.export for s in stages] == [None, None, "samflow/weights/sam_tiny.safetensors"]
+
+
+def test_data_workers_prepare_the_same_batches(tmp_path):
+    """Batches rendered ahead in worker processes are the ones the training process would render itself."""
+    inline = train(_config(tmp_path / "a", steps=3), progress=False)
+    workers = train(_config(tmp_path / "b", steps=3, data_workers=2), progress=False)
+    assert workers.losses == pytest.approx(inline.losses, rel=1e-5)
+
+
+def test_bf16_autocast_trains(tmp_path):
+    """The mixed-precision path a GPU takes (bf16 autocast), run on the CPU: finite losses close to fp32's."""
+    fp32 = train(_config(tmp_path / "a", steps=2, amp="off", device="cpu"), progress=False)
+    bf16 = train(_config(tmp_path / "b", steps=2, amp="bf16", device="cpu"), progress=False)
+    assert all(torch.isfinite(torch.tensor(bf16.losses)))
+    assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=0.05)
+
+
+def test_yaml_off_means_amp_off(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("amp: off\n")  # YAML 1.1 reads a bare `off` as false
+    assert load_train_config(recipe).amp == "off"

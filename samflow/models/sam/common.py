@@ -6,6 +6,12 @@ import torch
 from torch import nn
 
 
+def cache_blocked(t: torch.Tensor) -> bool:
+    """Whether work on `t` goes in cache-sized pieces. On CPUs pieces that stay in cache between steps win; on a
+    GPU the launches of many small pieces cost more than the memory traffic they save, so it goes in one piece."""
+    return t.device.type == "cpu"
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) tensor, as the official code computes it."""
 

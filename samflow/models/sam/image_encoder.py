@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samflow.models.sam import common
 from samflow.models.sam.common import LayerNorm2d, MLPBlock
 
 # Elements of the relative-position bias built at once (2 Mi floats = 8 MiB in fp32: it stays in the L3 cache).
@@ -81,6 +82,9 @@ class Attention(nn.Module):
         rq = q.view(b, self.num_heads, h, w, self.head_dim)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", rq, rh).contiguous()[..., :, None]  # (b, heads, h, w, kh, 1)
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw).contiguous()[..., None, :]  # (b, heads, h, w, 1, kw)
+        if not common.cache_blocked(q):  # GPU: every head and row in one fused call
+            bias = (rel_h + rel_w).view(b, self.num_heads, n, n)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         rows = max(1, BIAS_CHUNK_ELEMENTS // max(1, b * w * n))
         out = torch.empty_like(q)
         # Without autograd every piece is written into one reused buffer: a fresh 8 MiB tensor per piece costs

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samflow.models.sam import common
 from samflow.models.sam.common import MLP, LayerNorm2d
 from samflow.models.sam.transformer import TwoWayTransformer
 
@@ -83,7 +84,7 @@ class MaskDecoder(nn.Module):
             )
         src = image_embeddings + dense_prompt_embeddings  # batch 1 when both are shared: the first layer is too
         image_key = self._image_key(image_embeddings, dense_prompt_embeddings)
-        step = PROMPT_CHUNK if not torch.is_grad_enabled() else batch
+        step = PROMPT_CHUNK if not torch.is_grad_enabled() and common.cache_blocked(tokens) else batch
         if batch <= step:
             return self.transformer(src, image_pe, tokens, image_key=image_key)
         # Many prompts at inference: a few at a time, so each chunk's per-prompt image tokens stay in cache.
@@ -147,7 +148,7 @@ class MaskDecoder(nn.Module):
             y = act2(torch.matmul(y, w2).view(b, m * 16, c2).add_(conv2.bias))
             return torch.matmul(y, hyper_t)
 
-        if torch.is_grad_enabled() or b * n <= UPSCALE_CHUNK_TOKENS:
+        if torch.is_grad_enabled() or b * n <= UPSCALE_CHUNK_TOKENS or not common.cache_blocked(tokens):
             masks = logits(tokens)
         else:  # at inference a few grid rows at a time, so the 16x wider intermediates stay in cache
             step = max(w, UPSCALE_CHUNK_TOKENS // (b * w) * w)

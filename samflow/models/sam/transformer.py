@@ -78,8 +78,13 @@ def tokens_to_image(attn: Attention, queries: torch.Tensor, keys: torch.Tensor,
     # (B, H*T, C): each head's queries pulled back through its key projection.
     pulled = torch.matmul(q, _head_weights(attn.k_proj.weight, heads)).reshape(b, heads * t, -1)
     scores = torch.matmul(q, key_bias.view(-1, heads, d).permute(1, 2, 0)).view(b, heads * t, -1)
-    scores = scores.baddbmm_(pulled, keys.transpose(1, 2).expand(b, -1, -1)) if keys.shape[0] == b else \
-        scores.add_(torch.matmul(pulled.reshape(b * heads * t, -1), keys[0].t()).view(b, heads * t, -1))
+    if keys.shape[0] == b:
+        keys_t = keys.transpose(1, 2).expand(b, -1, -1)
+        # In place saves a large buffer; under autocast the operands' dtypes differ and it must not be in place.
+        same = scores.dtype == pulled.dtype == keys.dtype
+        scores = scores.baddbmm_(pulled, keys_t) if same else torch.baddbmm(scores, pulled, keys_t)
+    else:
+        scores = scores.add_(torch.matmul(pulled.reshape(b * heads * t, -1), keys[0].t()).view(b, heads * t, -1))
     probs = scores.softmax(dim=-1)
     if keys.shape[0] == b:
         mixed = torch.bmm(probs, keys)  # (B, H*T, C)
