@@ -6,17 +6,24 @@ import numpy as np
 from PIL import Image
 
 from samflow.cli import main
+from samflow.data.synthetic import render_scene, scene_rng
 from samflow.demo import draw_segmentation, run_demo
+from samflow.eval import mask_iou
 
 
 def test_demo_on_a_synthetic_scene(tmp_path):
-    result = run_demo(tmp_path / "demo", seed=3)
-    assert set(result.files) == {"input", "points", "multimask", "boxes"}
+    result = run_demo(tmp_path / "demo", seed=7)
+    assert set(result.files) == {"input", "points", "multimask", "boxes", "auto"}
     for path in result.files.values():
         assert path.is_file() and Image.open(path).size[1] == 256
     assert Image.open(result.files["multimask"]).size == (3 * 256, 256)
     assert result.point_masks.shape == (len(result.prompts.points), 256, 256)
     assert result.box_masks.shape == (len(result.prompts.boxes), 256, 256)
+    # Automatic masks find the scene's larger objects (the same scene, rendered again for its ground truth).
+    scene = render_scene(scene_rng(7, 1), 256)
+    large = [m for m in scene.masks if m.sum() >= 32 * 32]
+    found = [any(mask_iou(a, m) >= 0.75 for a in result.auto_masks) for m in large]
+    assert len(large) >= 2 and sum(found) >= 0.5 * len(large), found
 
 
 def test_demo_cli_with_an_image(tmp_path, capsys):
@@ -28,6 +35,8 @@ def test_demo_cli_with_an_image(tmp_path, capsys):
     out = capsys.readouterr().out
     assert str(tmp_path / "out" / "points.png") in out
     assert Image.open(tmp_path / "out" / "boxes.png").size == (200, 120)
+    assert Image.open(tmp_path / "out" / "auto.png").size == (200, 120)
+    assert main(["demo", "--image", str(picture), "--auto-points", "-1"]) != 0
 
 
 def test_drawing_shows_masks_contours_stars_and_boxes():
