@@ -103,8 +103,8 @@ def main() -> None:
     begin = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     config = load_train_config(args.recipe, **parse_sets(args.sets))
-    if config.num_threads is None and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True  # what autocast leaves in fp32 may use TF32 on a lease
     try:
         one, every = probe_step_seconds(config)
     except Exception:  # noqa: BLE001 - on a lease, a failing mixed-precision path must not waste the machine
