@@ -61,16 +61,30 @@ def matmul_tflops(n: int = 8192) -> float:
     return 2 * n**3 / cuda_ms(lambda: a @ b, 10) / 1e9
 
 
+PRECISIONS = (("fp32", nullcontext), ("bf16", lambda: torch.autocast(DEVICE, dtype=torch.bfloat16)))
+
+
+def _main_output(out):
+    return out[0] if isinstance(out, tuple) else out  # the decoder returns (masks, iou)
+
+
+def compare(label: str, run, ours, ref, repeats: int) -> tuple[float, float, float, float]:
+    """ms of `run(ref)` and `run(ours)`, their outputs' max relative difference, and ms of `run(ours)` in the CPU
+    layout: (official, samflow, difference, samflow in the CPU layout), all at precision `label`."""
+    ctx = dict(PRECISIONS)[label]
+    with torch.inference_mode(), ctx():
+        t_ref, t_ours = cuda_ms(lambda: run(ref), repeats), cuda_ms(lambda: run(ours), repeats)
+        diff = rel_diff(_main_output(run(ours)), _main_output(run(ref)))
+        cpu_layout(True)
+        t_cpu = cuda_ms(lambda: run(ours), repeats)
+        cpu_layout(False)
+    return t_ref, t_ours, diff, t_cpu
+
+
 def bench_encoder(ours, ref, size: int, repeats: int) -> None:
     x = torch.randn(1, 3, size, size, device=DEVICE)
-    for label, ctx in (("fp32", nullcontext), ("bf16", lambda: torch.autocast(DEVICE, dtype=torch.bfloat16))):
-        with torch.inference_mode(), ctx():
-            t_ref = cuda_ms(lambda: ref.image_encoder(x), repeats)
-            t_ours = cuda_ms(lambda: ours.image_encoder(x), repeats)
-            diff = rel_diff(ours.image_encoder(x), ref.image_encoder(x))
-            cpu_layout(True)
-            t_cpu = cuda_ms(lambda: ours.image_encoder(x), repeats)
-            cpu_layout(False)
+    for label, _ in PRECISIONS:
+        t_ref, t_ours, diff, t_cpu = compare(label, lambda model: model.image_encoder(x), ours, ref, repeats)
         print(f"encoder {label}   official {t_ref:8.2f} ms   samflow {t_ours:8.2f} ms   x{t_ref / t_ours:5.2f}   "
               f"max|diff|/max|ref| {diff:.1e}   (CPU layout {t_cpu:8.2f} ms)")
 
@@ -87,14 +101,8 @@ def bench_decoder(ours, ref, prompts: int, repeats: int) -> None:
         sparse, dense = model.prompt_encoder(points=None, boxes=boxes, masks=None)
         return model.mask_decoder(emb, model.prompt_encoder.get_dense_pe(), sparse, dense, True)
 
-    for label, ctx in (("fp32", nullcontext), ("bf16", lambda: torch.autocast(DEVICE, dtype=torch.bfloat16))):
-        with torch.inference_mode(), ctx():
-            t_ref = cuda_ms(lambda: decode(ref), repeats)
-            t_ours = cuda_ms(lambda: decode(ours), repeats)
-            diff = rel_diff(decode(ours)[0], decode(ref)[0])
-            cpu_layout(True)
-            t_cpu = cuda_ms(lambda: decode(ours), repeats)
-            cpu_layout(False)
+    for label, _ in PRECISIONS:
+        t_ref, t_ours, diff, t_cpu = compare(label, decode, ours, ref, repeats)
         print(f"decoder {label}   {prompts} boxes: official {t_ref:7.2f} ms   samflow {t_ours:7.2f} ms "
               f"({t_ours / prompts * 1e3:6.1f} us/prompt)   x{t_ref / t_ours:5.2f}   max|diff|/max|ref| {diff:.1e}"
               f"   (CPU layout {t_cpu:7.2f} ms)")

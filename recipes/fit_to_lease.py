@@ -26,6 +26,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from samflow.commands.run import yaml_overrides
 from samflow.train.config import TrainConfig, load_train_config
 from samflow.train.loop import FINAL_NAME, METRICS_NAME, WEIGHTS_NAME, export_weights, train
 
@@ -80,14 +81,6 @@ def join_weights(parts: list[Path], dst: Path) -> Path:
     return dst
 
 
-def parse_sets(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", nargs="?")
@@ -102,7 +95,7 @@ def main() -> None:
         return
     begin = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    config = load_train_config(args.recipe, **parse_sets(args.sets))
+    config = load_train_config(args.recipe, **yaml_overrides(args.sets))
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True  # what autocast leaves in fp32 may use TF32 on a lease
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 import yaml
 
@@ -53,8 +54,13 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+def yaml_overrides(values: list[str]) -> dict[str, Any]:
+    """`--set NAME=VALUE` options as {NAME: VALUE read as YAML (safe loader)}."""
+    return {key: yaml.safe_load(value) for key, value in _pairs(values, "--set").items()}
+
+
 def run(args: argparse.Namespace) -> int:
-    overrides = {key: yaml.safe_load(value) for key, value in _pairs(args.overrides, "--set").items()}
+    overrides = yaml_overrides(args.overrides)
     graph = Graph.load(args.graph, overrides=overrides)
     budget = args.cache_mb * 2**20 if args.cache_mb is not None else None
     check_local(args)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-import yaml
-
-from samflow.commands.run import _pairs
+from samflow.commands.run import _pairs, yaml_overrides
 from samflow.errors import InputError
 from samflow.graph import Graph
 from samflow.video import frame_input, run_video
@@ -47,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from samflow.data.frames import open_frames
 
-    overrides = {key: yaml.safe_load(value) for key, value in _pairs(args.overrides, "--set").items()}
+    overrides = yaml_overrides(args.overrides)
     graph = Graph.load(args.graph, overrides=overrides)
     inputs = _pairs(args.input, "--input")
     name = frame_input(graph)
