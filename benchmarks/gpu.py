@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from _common import twin_models
@@ -29,6 +30,7 @@ def cpu_layout(on: bool) -> None:
     common.cache_blocked = (lambda t: True) if on else ONE_PIECE
 
 DEVICE = "cuda"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cuda_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
@@ -134,8 +136,8 @@ def bench_train_step(repeats: int, images: int | None = None) -> None:
     from samflow.train.data import BatchSampler, SceneSource
     from samflow.train.loop import _autocast, build_model, interactive_loss
 
-    config = load_train_config("../recipes/tiny_stage4.yaml", init_checkpoint="../samflow/weights/sam_tiny.safetensors",
-                               images_per_batch=images)
+    config = load_train_config(REPO / "recipes" / "tiny_stage4.yaml", images_per_batch=images,
+                               init_checkpoint=str(REPO / "samflow" / "weights" / "sam_tiny.safetensors"))
     device = torch.device(DEVICE)
     model = build_model(config, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
