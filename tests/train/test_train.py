@@ -80,13 +80,13 @@ def test_schedule_and_config_errors(tmp_path):
 def test_recipe_file_is_valid():
     config = load_train_config("recipes/tiny.yaml")
     assert config.model["patch_size"] == 16 and config.data.kind == "synthetic" and config.data.seed == 1
-    stages = [load_train_config(f"recipes/tiny_stage{i}.yaml") for i in (3, 4, 5)]
+    stages = [load_train_config(f"recipes/tiny_stage{i}.yaml") for i in (3, 4, 5, 6)]
     for before, after in zip(stages, stages[1:]):  # each stage starts from the one before
         assert after.init_checkpoint == f"{before.out_dir}/final.safetensors"
     for stage in stages:
         assert SamConfig(**stage.model) == SamConfig.preset("tiny")
     # Only the last stage writes the shipped weights.
-    assert [s.export for s in stages] == [None, None, "samflow/weights/sam_tiny.safetensors"]
+    assert [s.export for s in stages] == [None, None, None, "samflow/weights/sam_tiny.safetensors"]
 
 
 def test_data_workers_prepare_the_same_batches(tmp_path):
