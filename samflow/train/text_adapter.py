@@ -8,6 +8,9 @@ small adapter learns, on SAM features and CLIP embeddings computed once.
 
 Part of the batches add one positive click beside the adapter tokens, so text and clicks combine in one decoder
 call as they do at inference. Objects under the size threshold are left out: a point or box prompts them better.
+`text_mix` > 0 departs from the paper: that share of prompts are the object's caption through CLIP's text tower
+(a random template), so the adapter also learns from the embeddings it will be given. `device: auto` trains on a
+GPU when there is one (the data is kept there: a few GB for 1000 scenes).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class TextAdapterConfig(BaseModel):
     heatmap_steps: int = Field(1500, ge=0, description="first steps on the heat-map loss alone (fast: no decoder)")
     heatmap_batch: int = Field(128, gt=0)
     hidden: int = Field(256, gt=0)
+    key_layers: int = Field(0, ge=0, description="conv layers giving each cell's key its neighbourhood (0: linear)")
+    key_channels: int = Field(64, gt=0)
     data_seed: int = 21
     num_scenes: int = Field(600, gt=0, description="training scenes (SAM features and crops computed once)")
     eval_seed: int = 22
@@ -66,10 +71,12 @@ class TextAdapterConfig(BaseModel):
     warmup_steps: int = 50
     point_prob: float = Field(0.25, ge=0, le=1, description="batches that add one positive click to the text")
     text_mix: float = Field(0.0, ge=0, le=1, description="share of prompts made from caption text embeddings "
+                                                         "(a random template, moved across the modality gap) "
                                                          "instead of crop image embeddings (0: the paper's recipe)")
     embedding_noise: float = Field(0.03, ge=0, description="gaussian noise on the CLIP embedding (robustness)")
     max_minutes: float | None = Field(None, gt=0)
     num_threads: int | None = 1
+    device: str = Field("cpu", description="cpu, cuda, ... or auto (cuda when available)")
     seed: int = 0
 
 
@@ -86,6 +93,10 @@ class ObjectSet:
     names: list[str]
     points: torch.Tensor  # (M, 2) float, in SAM input pixels (scenes are rendered at SAM's input size)
     unique: torch.Tensor  # (M,) bool
+
+    def to(self, device: torch.device | str) -> ObjectSet:
+        return ObjectSet(self.features.to(device), self.scene.to(device), self.target.to(device), self.masks,
+                         self.image_emb.to(device), self.names, self.points.to(device), self.unique.to(device))
 
 
 @torch.no_grad()
@@ -118,6 +129,32 @@ def build_objects(sam: Sam, clip: ClipModel, seed: int, count: int, min_area: in
                      torch.tensor(points, dtype=torch.float32), torch.tensor(unique))
 
 
+class CaptionTable:
+    """Every caption template's text embedding for every object name, computed once: text prompts for training
+    batches (`text_mix`) at the cost of an index."""
+
+    def __init__(self, clip: ClipModel, names: list[str], adapter: PromptAdapter) -> None:
+        self.names = sorted(set(names))
+        self.row = {n: i for i, n in enumerate(self.names)}
+        texts = [t.format(n) for n in self.names for t in TEMPLATES]
+        with torch.no_grad():
+            emb = adapter.text_to_image_space(clip.embed_text(texts))
+        self.table = emb.view(len(self.names), len(TEMPLATES), -1)
+
+    def mix(self, emb: torch.Tensor, names: list[str], share: float, generator: torch.Generator) -> torch.Tensor:
+        """`emb` (N, D) with about `share` of its rows replaced by a random caption of the row's name."""
+        if share <= 0:
+            return emb
+        use = torch.nonzero(torch.rand(len(names), generator=generator) < share).flatten().tolist()
+        if not use:
+            return emb
+        template = torch.randint(len(TEMPLATES), (len(use),), generator=generator).tolist()
+        rows = [self.row[names[j]] for j in use]
+        emb = emb.clone()
+        emb[use] = self.table[rows, template].to(emb.device, emb.dtype)
+        return emb
+
+
 def text_embeddings(clip: ClipModel, names: list[str], rng: np.random.Generator | None) -> torch.Tensor:
     """Caption embeddings (M, D): canonical 'a <name>' or, with `rng`, a random template per name."""
     texts = [caption({"color": n.split()[0], "shape": n.split()[1], "bbox": [0, 0, 1e9, 1e9]}, 256, rng)
@@ -132,7 +169,7 @@ def modality_shift(clip: ClipModel, objects: ObjectSet) -> torch.Tensor:
     counts = torch.tensor([objects.names.count(n) for n in unique_names], dtype=torch.float32)
     per_name = torch.stack([clip.embed_text([t.format(n) for t in TEMPLATES]).mean(0).cpu() for n in unique_names])
     text_mean = (per_name * counts[:, None]).sum(0) / counts.sum()
-    return image_mean - text_mean
+    return image_mean - text_mean.to(image_mean.device)
 
 
 def decode(sam: Sam, features: torch.Tensor, tokens: torch.Tensor, points: torch.Tensor | None = None,
@@ -165,16 +202,16 @@ def heatmap_loss(heat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def _noisy(emb: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
     if not noise:
         return emb
-    return F.normalize(emb + noise * torch.randn(emb.shape, generator=generator), dim=-1)
+    return F.normalize(emb + noise * torch.randn(emb.shape, generator=generator).to(emb.device), dim=-1)
 
 
 def pretrain_heatmaps(adapter: PromptAdapter, sam: Sam, objects: ObjectSet, config: TextAdapterConfig,
-                      generator: torch.Generator) -> None:
+                      generator: torch.Generator, captions: CaptionTable | None = None) -> None:
     """Teach the click queries where objects are (heat-map loss only): no decoder pass, so hundreds of steps cost
     what a few joint steps do; the joint phase then starts from clicks that land on their objects."""
     if not config.heatmap_steps or not config.num_clicks:
         return
-    params = [p for n, p in adapter.named_parameters() if n.startswith(("net.", "key.", "log_scale"))]
+    params = [p for n, p in adapter.named_parameters() if n.startswith(("net.", "key.", "key_context.", "log_scale"))]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     cfg = adapter.config
     for step in range(config.heatmap_steps):
@@ -182,7 +219,11 @@ def pretrain_heatmaps(adapter: PromptAdapter, sam: Sam, objects: ObjectSet, conf
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = torch.randint(len(objects.names), (config.heatmap_batch,), generator=generator)
-        emb = _noisy(objects.image_emb[index], config.embedding_noise, generator)
+        emb = objects.image_emb[index.to(objects.image_emb.device)]
+        if captions is not None:
+            emb = captions.mix(emb, [objects.names[i] for i in index.tolist()], config.text_mix, generator)
+        emb = _noisy(emb, config.embedding_noise, generator)
+        index = index.to(objects.features.device)
         out = adapter.net(emb).view(-1, cfg.num_clicks + cfg.num_tokens, cfg.token_dim)
         heat = adapter.heatmaps(out[:, : cfg.num_clicks], objects.features[objects.scene[index]].float())
         loss = heatmap_loss(heat, objects.target[index].float())
@@ -196,15 +237,15 @@ def pretrain_heatmaps(adapter: PromptAdapter, sam: Sam, objects: ObjectSet, conf
 @torch.no_grad()
 def pointing_accuracy(adapter: PromptAdapter, clip: ClipModel, sam: Sam, objects: ObjectSet) -> float:
     """How often the first click of a caption's text prompt lands on its object (objects unique in their scene)."""
-    rows = torch.nonzero(objects.unique).flatten()
-    emb = adapter.text_to_image_space(text_embeddings(clip, [objects.names[i] for i in rows], None))
+    rows = torch.nonzero(objects.unique).flatten().to(objects.features.device)
+    emb = adapter.text_to_image_space(text_embeddings(clip, [objects.names[i] for i in rows.tolist()], None))
     cfg = adapter.config
     out = adapter.net(emb).view(-1, cfg.num_clicks + cfg.num_tokens, cfg.token_dim)
     heat = adapter.heatmaps(out[:, :1], objects.features[objects.scene[rows]].float())[:, 0]
     side = int(round(heat.shape[-1] ** 0.5))
     cell = heat.argmax(-1)
     area = F.adaptive_avg_pool2d(objects.target[rows].float()[:, None], side).flatten(1)
-    return float((area[torch.arange(len(rows)), cell] > 0.25).float().mean())
+    return float((area[torch.arange(len(rows), device=cell.device), cell] > 0.25).float().mean())
 
 
 def adapter_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -221,35 +262,36 @@ def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectS
     decoder call."""
     from samflow.ops.distance import farthest_point
 
-    rows = torch.nonzero(objects.unique).flatten()
+    rows = torch.nonzero(objects.unique).flatten().cpu()
     text_emb = text_embeddings(clip, [objects.names[i] for i in rows], None)
     size = sam.image_encoder.img_size
+    device = objects.features.device
     sums = {"text": 0.0, "image": 0.0, "text_click": 0.0, "point": 0.0}
     for start in range(0, len(rows), 64):
         part = rows[start : start + 64]
-        feats = objects.features[objects.scene[part]].float()
-        gt = torch.from_numpy(np.stack([objects.masks[i] for i in part]))
+        feats = objects.features[objects.scene[part.to(device)]].float()
+        gt = torch.from_numpy(np.stack([objects.masks[i] for i in part])).to(device)
         tokens = {"text": adapter.prompt_tokens(text_emb[start : start + 64], sam, feats, text=True),
-                  "image": adapter.prompt_tokens(objects.image_emb[part], sam, feats, text=False)}
+                  "image": adapter.prompt_tokens(objects.image_emb[part.to(device)], sam, feats, text=False)}
         preds = {}
         for name, tok in tokens.items():
             logits, _ = decode(sam, feats, tok)
             preds[name] = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
             sums[name] += float(_iou(preds[name], gt).sum())
         # Reference: SAM with one click at the object's interior point (the synthetic annotation's), no text.
-        logits, _ = decode(sam, feats, tokens["text"][:, :0], objects.points[part])
+        logits, _ = decode(sam, feats, tokens["text"][:, :0], objects.points[part.to(device)])
         full = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
         sums["point"] += float(_iou(full, gt).sum())
         if click:
             coords, labels = [], []
             for j, i in enumerate(part.tolist()):
-                pred, truth = preds["text"][j].numpy(), objects.masks[i]
+                pred, truth = preds["text"][j].cpu().numpy(), objects.masks[i]
                 fn, fp = truth & ~pred, pred & ~truth
                 region, label = (fn, 1) if fn.sum() >= fp.sum() else (fp, 0)
                 coords.append(farthest_point(region) or tuple(objects.points[i].int().tolist()))
                 labels.append(label if region.any() else 1)
-            logits, _ = decode(sam, feats, tokens["text"], torch.tensor(coords, dtype=torch.float32),
-                               torch.tensor(labels, dtype=torch.int))
+            logits, _ = decode(sam, feats, tokens["text"], torch.tensor(coords, dtype=torch.float32, device=device),
+                               torch.tensor(labels, dtype=torch.int, device=device))
             full = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
             sums["text_click"] += float(_iou(full, gt).sum())
     figures = {f"{k}_miou": v / max(len(rows), 1) for k, v in sums.items() if click or k != "text_click"}
@@ -269,31 +311,59 @@ def _sam_checkpoint(name: str) -> Path | None:
     return Path(name)
 
 
-def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
-    """Train the adapter of `config`, evaluate it on held-out scenes, write it; returns the figures."""
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    checkpoint = _sam_checkpoint(config.sam)
-    sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=checkpoint, device="cpu")
-    sam.requires_grad_(False)
-    clip = load_clip(config.clip, config.clip_checkpoint, device="cpu")
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def prepare_objects(config: TextAdapterConfig, sam: Sam, clip: ClipModel) -> tuple[ObjectSet, ObjectSet]:
+    """The training and held-out object sets of `config` (SAM features, CLIP crop embeddings, targets)."""
     started = time.perf_counter()
     train_set = build_objects(sam, clip, config.data_seed, config.num_scenes, config.min_area)
     eval_set = build_objects(sam, clip, config.eval_seed, config.eval_scenes, config.min_area)
     log.info("prepared %d training and %d held-out objects in %.0f s", len(train_set.names), len(eval_set.names),
              time.perf_counter() - started)
+    return train_set, eval_set
+
+
+def load_frozen_models(config: TextAdapterConfig) -> tuple[Sam, ClipModel, Path | None]:
+    device = resolve_device(config.device)
+    checkpoint = _sam_checkpoint(config.sam)
+    sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=checkpoint, device=device)
+    sam.requires_grad_(False)
+    clip = load_clip(config.clip, config.clip_checkpoint, device=str(device))
+    return sam, clip, checkpoint
+
+
+def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel, ObjectSet, ObjectSet] | None = None
+                       ) -> dict[str, Any]:
+    """Train the adapter of `config`, evaluate it on held-out scenes, write it; returns the figures. `prepared`
+    (SAM, CLIP, training and held-out sets, from load_frozen_models and prepare_objects) lets several runs share
+    the frozen models and the data."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    checkpoint = _sam_checkpoint(config.sam)
+    if prepared is None:
+        sam, clip, checkpoint = load_frozen_models(config)
+        train_set, eval_set = prepare_objects(config, sam, clip)
+    else:
+        sam, clip, train_set, eval_set = prepared
+    device = next(sam.parameters()).device
+    train_set, eval_set = train_set.to(device), eval_set.to(device)
 
     adapter = PromptAdapter(AdapterConfig(clip_dim=clip.embed_dim, num_tokens=config.num_tokens,
                                           num_clicks=config.num_clicks,
                                           token_dim=sam.prompt_encoder.embed_dim, hidden=config.hidden,
+                                          key_layers=config.key_layers, key_channels=config.key_channels,
                                           clip_name=clip.config.name, clip_fingerprint=clip.fingerprint,
-                                          sam_fingerprint=model_fingerprint(sam)))
+                                          sam_fingerprint=model_fingerprint(sam))).to(device)
     adapter.text_shift.copy_(modality_shift(clip, train_set))
+    captions = CaptionTable(clip, train_set.names, adapter) if config.text_mix > 0 else None
     started = time.perf_counter()
-    pretrain_heatmaps(adapter, sam, train_set, config, generator)
+    pretrain_heatmaps(adapter, sam, train_set, config, generator, captions)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
     step = 0
@@ -307,14 +377,11 @@ def train_text_adapter(config: TextAdapterConfig) -> dict[str, Any]:
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = torch.randint(len(train_set.names), (config.batch_size,), generator=generator)
-        emb = train_set.image_emb[index]
-        if config.text_mix > 0:
-            use_text = torch.rand(len(index), generator=generator) < config.text_mix
-            for j in torch.nonzero(use_text).flatten().tolist():
-                name = train_set.names[int(index[j])]
-                t = caption({"color": name.split()[0], "shape": name.split()[1], "bbox": [0, 0, 1e9, 1e9]}, 256, rng)
-                emb[j] = adapter.text_to_image_space(clip.embed_text(t).cpu())[0]
+        emb = train_set.image_emb[index.to(device)]
+        if captions is not None:
+            emb = captions.mix(emb, [train_set.names[i] for i in index.tolist()], config.text_mix, generator)
         emb = _noisy(emb, config.embedding_noise, generator)
+        index = index.to(device)
         feats = train_set.features[train_set.scene[index]].float()
         tokens, heat = adapter(emb, sam, feats)
         points = train_set.points[index] if torch.rand((), generator=generator) < config.point_prob else None

@@ -34,7 +34,8 @@ def test_text_and_image_paths_share_one_prompt_space():
     assert same > other + 0.05, f"text/image prompts of one object: {same:.3f}; of different objects: {other:.3f}"
 
     figures = evaluate(sam, models.clip, models.adapter, objects, click=False)
-    # Reduced targets on a few scenes (200 scenes: text 0.37, image 0.45, one true click 0.57; see the report).
-    assert figures["image_miou"] >= 0.3, figures
-    assert figures["text_miou"] >= 0.3, figures
+    # Reduced targets on a few scenes (measured here: text 0.67, image 0.72; on 200 scenes text 0.76, image 0.80,
+    # the target 0.75).
+    assert figures["image_miou"] >= 0.6, figures
+    assert figures["text_miou"] >= 0.6, figures
     assert abs(figures["text_miou"] - figures["image_miou"]) <= 0.1, figures

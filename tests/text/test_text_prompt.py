@@ -110,6 +110,66 @@ def test_heat_maps_equal_projecting_every_cell(adapter):
         torch.testing.assert_close(adapter.heatmaps(queries, features), queries @ keys.transpose(1, 2) * scale)
 
 
+def test_context_keys_add_what_a_cells_neighbourhood_says():
+    """With conv context layers, a cell's key is its linear key plus the conv stack's output there; the stack
+    starts at zero (the linear adapter), and its keys are reused for one image only while nothing changed."""
+    torch.manual_seed(0)
+    adapter = PromptAdapter(AdapterConfig(clip_dim=32, key_layers=2, key_channels=8)).double().eval()
+    features = torch.randn(2, 256, 8, 8, dtype=torch.float64)
+    queries = torch.randn(2, 1, 256, dtype=torch.float64)
+    scale = adapter.log_scale.exp() / 256 ** 0.5
+
+    def expected():
+        keys = adapter.key(features.flatten(2).transpose(1, 2)) + adapter.key_context(features).flatten(2).transpose(1, 2)
+        return queries @ keys.transpose(1, 2) * scale
+
+    with torch.no_grad():
+        linear = adapter.key(features.flatten(2).transpose(1, 2))
+        torch.testing.assert_close(adapter.heatmaps(queries, features), queries @ linear.transpose(1, 2) * scale)
+        adapter.key_context[-1].weight.normal_()  # a weight changed: the kept keys are stale
+        torch.testing.assert_close(adapter.heatmaps(queries, features), expected())
+        assert not torch.allclose(expected(), queries @ linear.transpose(1, 2) * scale)
+        features.mul_(-1)  # the features changed in place
+        torch.testing.assert_close(adapter.heatmaps(queries, features), expected())
+    # Training (gradients on) always computes them, and the gradient reaches the conv stack.
+    adapter.heatmaps(queries, features).sum().backward()
+    assert adapter.key_context[-1].weight.grad is not None
+
+
+def test_adapter_with_context_layers_round_trips(tmp_path):
+    torch.manual_seed(0)
+    adapter = PromptAdapter(AdapterConfig(clip_dim=32, key_layers=1, key_channels=8)).eval()
+    with torch.no_grad():
+        adapter.key_context[-1].weight.normal_()
+    loaded = load_adapter(save_adapter(adapter, tmp_path / "a_text_adapter.safetensors"))
+    assert loaded.config.key_layers == 1
+    features, queries = torch.randn(1, 256, 8, 8), torch.randn(1, 1, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.heatmaps(queries, features), adapter.heatmaps(queries, features))
+
+
+def test_caption_table_mixes_in_captions_of_the_right_names():
+    from samflow.train.text_adapter import CaptionTable
+
+    class FakeClip:  # one embedding per text: its templates and names stay tellable apart
+        def embed_text(self, texts):
+            return F.normalize(torch.stack([torch.tensor([float(len(t)), float(sum(map(ord, t)) % 97), 1.0] + [0.0] * 29)
+                                            for t in texts]), dim=-1)
+
+    adapter = PromptAdapter(AdapterConfig(clip_dim=32))
+    names = ["red star", "blue ring", "red star"]
+    table = CaptionTable(FakeClip(), names, adapter)
+    assert table.table.shape[:2] == (2, 6)
+    images = torch.full((300, 32), 5.0)
+    rows = [names[i % 3] for i in range(300)]
+    mixed = table.mix(images, rows, 0.5, torch.Generator().manual_seed(0))
+    replaced = (mixed != 5.0).any(1)
+    assert 100 < int(replaced.sum()) < 200  # about half
+    for i in torch.nonzero(replaced).flatten().tolist():
+        assert any(torch.equal(mixed[i], row) for row in table.table[table.row[rows[i]]])
+    assert torch.equal(table.mix(images, rows, 0.0, torch.Generator()), images)
+
+
 def test_adapter_file_round_trip_and_errors(adapter, tmp_path):
     adapter.text_shift.fill_(0.1)
     path = save_adapter(adapter, adapter_path_for(tmp_path / "sam_small.safetensors"))

@@ -6,8 +6,11 @@ SAM's decoder finds objects through the positional encodings of its prompt token
 says *where*: M query vectors from the CLIP embedding score every cell of SAM's image embedding, and each heat map
 becomes a click token (SAM's positional encoding of the best cell plus its foreground-point embedding; the softmax
 carries the gradient in training), which the frozen decoder reads as it reads a click. K content tokens carry the
-rest. Tokens therefore depend on the image
-embedding: `prompt_tokens(embeddings, sam, features)`.
+rest. Tokens therefore depend on the image embedding: `prompt_tokens(embeddings, sam, features)`. A cell's key is a
+linear map of its features, plus (`key_layers` > 0) a small conv stack's view of its neighbourhood: a colour is a
+property of a cell, a shape of its surroundings (tiny's held-out text mIoU: 0.71 with linear keys, 0.75 with 2-3
+conv layers, same data and steps; the click is on the object ~90% of the time either way, so the conv keys place
+it better within the object).
 
 Trained on CLIP *image* embeddings of masked object crops (samflow.train.text_adapter), used with CLIP *text*
 embeddings. Contrastive CLIPs leave a constant offset between the two modalities (the "modality gap"); the adapter
@@ -50,6 +53,9 @@ class AdapterConfig(BaseModel):
                                                 "training), so the frozen decoder sees a true click")
     token_dim: int = Field(256, gt=0, description="SAM's prompt_embed_dim")
     hidden: int = Field(256, gt=0)
+    key_layers: int = Field(0, ge=0, description="3x3 conv layers that give each cell's key its neighbourhood "
+                                                 "(0: a linear key per cell)")
+    key_channels: int = Field(64, gt=0, description="width of those conv layers")
     clip_name: str = ""
     clip_fingerprint: str = ""
     sam_fingerprint: str = ""
@@ -69,6 +75,10 @@ class PromptAdapter(nn.Module):
             nn.Linear(config.hidden, (m + k) * c),
         )
         self.key = nn.Linear(c, c)  # image-embedding cells -> keys the click queries are compared with
+        # A linear key sees one cell: it finds a colour but hardly a shape, which is a property of a neighbourhood.
+        # The conv stack adds what the cell's surroundings say; its last layer starts at zero (= the linear key).
+        self.key_context = _key_context(c, config.key_channels, config.key_layers) if config.key_layers else None
+        self._last_context: tuple[torch.Tensor, tuple[int, ...], torch.Tensor] | None = None  # features, versions, keys
         self.log_scale = nn.Parameter(torch.tensor(0.0))  # heat-map sharpness
         # Learned per-token offsets, like SAM's point-type embeddings: tokens start distinct from one another.
         self.token_embed = nn.Parameter(torch.randn(k, c) * 0.1)
@@ -91,7 +101,24 @@ class PromptAdapter(nn.Module):
         folded = queries @ self.key.weight  # (N, M, C)
         cells = features.flatten(2).to(queries.dtype)  # (N or 1, C, hw)
         scale = self.log_scale.exp() / queries.shape[-1] ** 0.5
-        return (folded @ cells + (queries @ self.key.bias)[..., None]) * scale
+        logits = folded @ cells + (queries @ self.key.bias)[..., None]
+        if self.key_context is not None:
+            logits = logits + queries @ self._context(features).to(queries.dtype)
+        return logits * scale
+
+    def _context(self, features: torch.Tensor) -> torch.Tensor:
+        """The conv stack's keys (N or 1, C, hw) of `features`. At inference every text prompt on an image asks for
+        the same image's keys: they are kept for the last features tensor seen, until it or a weight changes."""
+        assert self.key_context is not None
+        if torch.is_grad_enabled():
+            return self.key_context(features.to(self.key.weight.dtype)).flatten(2)
+        versions = (features._version, *(p._version for p in self.key_context.parameters()))
+        last = self._last_context
+        if last is not None and last[0] is features and last[1] == versions:
+            return last[2]
+        context = self.key_context(features.to(self.key.weight.dtype)).flatten(2)
+        self._last_context = (features, versions, context)
+        return context
 
     def forward(self, embeddings: torch.Tensor, sam: Any, features: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +152,16 @@ class PromptAdapter(nn.Module):
             embeddings = self.text_to_image_space(embeddings)
         tokens, _ = self(embeddings, sam, features.to(self.device))
         return tokens
+
+
+def _key_context(channels: int, width: int, layers: int) -> nn.Sequential:
+    stack: list[nn.Module] = [nn.Conv2d(channels, width, 1), nn.GELU()]
+    for _ in range(layers):
+        stack += [nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
+    last = nn.Conv2d(width, channels, 1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*stack, last)
 
 
 def adapter_path_for(sam_checkpoint: str | Path) -> Path:
