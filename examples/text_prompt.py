@@ -74,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
     h, w = image.shape[:2]
     points = np.array(grid_points(h, w, 8), dtype=np.float32)[:, None]
-    proposals = predictor.predict(point_coords=points, point_labels=np.ones(points.shape[:2]))[0].reshape(-1, h, w)
-    ranked = rank_masks(models.clip, image, proposals, args.text, top_k=3)
+    masks, predicted_iou, _ = predictor.predict(point_coords=points, point_labels=np.ones(points.shape[:2]))
+    proposals = masks.reshape(-1, h, w)
+    # SAM's predicted IoU breaks near-ties in CLIP's scores in favour of clean masks.
+    ranked = rank_masks(models.clip, image, proposals, args.text, top_k=3, quality=predicted_iou.reshape(-1))
     log.info("API: ranking kept %d of %d proposals above %.3f (%s): scores %s", ranked.indices.size,
              len(proposals), ranked.threshold, ranked.mode, np.round(ranked.scores, 3).tolist())
     if absent is not None:

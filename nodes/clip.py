@@ -70,6 +70,8 @@ class RankParams(NodeParams):
                             "auto: cosine when the model has a calibrated threshold")
     negatives: list[str] = Field(default_factory=list, description="extra captions the text must beat (contrast)")
     min_area: int = Field(16, ge=0, description="masks smaller than this many pixels are never kept")
+    quality_weight: float = Field(0.1, ge=0, description="weight of the proposals' own scores (SAM's predicted "
+                                                        "IoU) in the order among masks that reach the threshold")
 
 
 @register("clip.rank")
@@ -94,8 +96,10 @@ class ClipRank(Node):
         proposals = masks.data.reshape(-1, *masks.data.shape[2:])
         if proposals.shape[1:] != (h, w):
             raise NodeError(f"masks are {proposals.shape[1:]} but the image is {(h, w)}")
+        quality = masks.scores.reshape(-1) if masks.scores is not None else None
         result = rank_masks(text.model, image.data, proposals, text.texts, top_k=p.top_k, threshold=p.threshold,
-                            mode=p.mode, negatives=p.negatives, min_area=p.min_area)
+                            mode=p.mode, negatives=p.negatives, min_area=p.min_area, quality=quality,
+                            quality_weight=p.quality_weight)
         kept = proposals[result.indices][:, None] if len(result.indices) else np.zeros((0, 1, h, w), dtype=bool)
         scores = result.scores.reshape(-1, 1)
         return {"masks": Masks(kept, scores), "scores": Scores(scores)}

@@ -54,6 +54,23 @@ def test_present_object_is_ranked_first_and_duplicates_dropped(scene):
     assert both.indices.tolist()[:2] == [0, 2] or both.indices.tolist()[:2] == [2, 0]
 
 
+def test_predicted_iou_orders_near_ties_but_keeps_nothing_by_itself(scene):
+    """Masks 0 and 2 look alike to CLIP; SAM's predicted IoU decides between them. The threshold still applies to
+    the text score alone: a perfect mask of the wrong colour is not kept however sure SAM is."""
+    image, masks = scene
+    kwargs = {"top_k": 3, "dedupe": False, "min_area": 16}
+    plain = rank_masks(StubClip(), image, masks, "a red thing", **kwargs)
+    first = plain.indices[0]
+    favour_other = np.where(np.arange(4) == (2 if first == 0 else 0), 1.0, 0.0)
+    weighed = rank_masks(StubClip(), image, masks, "a red thing", quality=favour_other, **kwargs)
+    assert weighed.indices.tolist() == [2 if first == 0 else 0, first]
+    np.testing.assert_allclose(sorted(weighed.scores), sorted(plain.scores))  # scores stay the text's
+    green_is_sure = np.array([0.0, 10.0, 0.0, 0.0])
+    assert 1 not in rank_masks(StubClip(), image, masks, "a red thing", quality=green_is_sure, **kwargs).indices
+    with pytest.raises(InputError, match="one value per mask"):
+        rank_masks(StubClip(), image, masks, "a red thing", quality=np.ones(3))
+
+
 def test_absent_object_returns_nothing(scene):
     image, masks = scene
     result = rank_masks(StubClip(), image, masks, "a blue thing", top_k=5)

@@ -87,6 +87,11 @@ def test_clip_rank_node_keeps_nothing_above_an_unreachable_threshold(ctx, clip_f
     some = ClipRank({"threshold": -1.0, "top_k": 2}).run(ctx, image=picture, masks=Masks(masks), text=text)
     assert some["masks"].data.shape == (2, 1, 64, 80)
     assert some["scores"].values[0, 0] >= some["scores"].values[1, 0]
+    # The proposals' own scores (SAM's predicted IoU) weigh in the order; weighed heavily, they decide it.
+    sure = Masks(masks, np.array([[0.1, 0.0], [0.0, 0.9], [0.5, 0.0]], dtype=np.float32))
+    by_quality = ClipRank({"threshold": -1.0, "top_k": 3, "quality_weight": 100.0}).run(
+        ctx, image=picture, masks=sure, text=text)["masks"].data[:, 0]
+    np.testing.assert_array_equal(by_quality, np.stack([masks[1, 1], masks[2, 0], masks[0, 0]]))
 
 
 def test_text_graph_validates_and_set_overrides_the_prompt():
