@@ -10,7 +10,7 @@ Part of the batches add one positive click beside the adapter tokens, so text an
 call as they do at inference. Objects under the size threshold are left out: a point or box prompts them better.
 `text_mix` > 0 departs from the paper: that share of prompts are the object's caption through CLIP's text tower
 (a random template), so the adapter also learns from the embeddings it will be given. `device: auto` trains on a
-GPU when there is one (the data is kept there: a few GB for 1000 scenes).
+GPU when there is one (the data is kept there: under 1 GB for 1000 scenes).
 """
 
 from __future__ import annotations
