@@ -23,14 +23,13 @@ from _common import twin_models
 from samflow.models.sam import common
 
 ONE_PIECE = common.cache_blocked  # the library's own choice: one piece on a GPU
+DEVICE = "cuda"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_layout(on: bool) -> None:
     """Force the CPU's cache-sized pieces (the layout before GPUs had their own), or restore the default."""
     common.cache_blocked = (lambda t: True) if on else ONE_PIECE
-
-DEVICE = "cuda"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cuda_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:

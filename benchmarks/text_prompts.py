@@ -8,8 +8,9 @@ threshold is named by its canonical caption ("a red star"). Printed:
   corrective click (at the error region's farthest pixel from its boundary), all in one decoder call each; for
   reference SAM with one click on the object (no text), and how often the text's located click lands on it;
 - ranking path: how often CLIP ranking picks the right object (IoU >= 0.5) among SAM masks for a grid of clicks
-  (3 per click; ordered by CLIP cosine + 0.1 x SAM's predicted IoU, and by the cosine alone for comparison), among automatic masks (`SamAutomaticMaskGenerator`, 2x the grid's points per side, default
-  filters), and among the ground-truth masks (CLIP alone); how often a caption naming an absent object keeps nothing;
+  (3 per click; ordered by CLIP cosine + 0.1 x SAM's predicted IoU, and by the cosine alone for comparison), among
+  automatic masks (`SamAutomaticMaskGenerator`, 2x the grid's points per side, default filters), and among the
+  ground-truth masks (CLIP alone); how often a caption naming an absent object keeps nothing;
 - timings: a cached text embedding, and the decoder with a point, with the text, with both.
 """
 
@@ -24,6 +25,7 @@ import torch
 
 from samflow.amg import SamAutomaticMaskGenerator
 from samflow.data.synthetic import render_scene, scene_rng
+from samflow.eval import mask_iou as iou
 from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
 from samflow.models.text.captions import absent_names, caption, unique_objects
 from samflow.models.text.clip import get_clip
@@ -33,9 +35,10 @@ from samflow.models.text.rank import rank_masks
 from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate, pointing_accuracy
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+def hit(clip, image: np.ndarray, masks: np.ndarray, text: str, truth: np.ndarray, **options) -> int:
+    """1 when ranking `masks` for `text` puts a mask of the object `truth` (IoU >= 0.5) first."""
+    picked = rank_masks(clip, image, masks, text, **options)
+    return int(picked.indices.size > 0 and iou(masks[picked.indices[0]], truth) >= 0.5)
 
 
 def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> dict[str, float]:
@@ -60,15 +63,12 @@ def ranking(sam, clip, scenes: int, seed: int, min_area: int, per_side: int) -> 
         for j in unique_objects(anns):
             if anns[j]["area"] < min_area:
                 continue
-            text = caption(anns[j])
-            picked = rank_masks(clip, scene.image, proposals, text, crop_embeddings=embedded, quality=quality)
-            grid_hits += int(picked.indices.size > 0 and iou(proposals[picked.indices[0]], scene.masks[j]) >= 0.5)
-            picked = rank_masks(clip, scene.image, proposals, text, crop_embeddings=embedded)
-            cosine_hits += int(picked.indices.size > 0 and iou(proposals[picked.indices[0]], scene.masks[j]) >= 0.5)
+            text, truth_mask = caption(anns[j]), scene.masks[j]
+            grid_hits += hit(clip, scene.image, proposals, text, truth_mask, crop_embeddings=embedded, quality=quality)
+            cosine_hits += hit(clip, scene.image, proposals, text, truth_mask, crop_embeddings=embedded)
             if len(auto):
-                picked = rank_masks(clip, scene.image, auto, text, crop_embeddings=auto_embedded,
-                                    quality=auto_quality)
-                auto_hits += int(picked.indices.size > 0 and iou(auto[picked.indices[0]], scene.masks[j]) >= 0.5)
+                auto_hits += hit(clip, scene.image, auto, text, truth_mask, crop_embeddings=auto_embedded,
+                                 quality=auto_quality)
             truth = rank_masks(clip, scene.image, scene.masks, text, crop_embeddings=truth_embedded)
             gt_hits += int(truth.indices.size > 0 and int(truth.indices[0]) == j)
             total += 1

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from samflow.errors import NodeError
+from samflow.models.text.rank import DEFAULT_QUALITY_WEIGHT, rank_masks
 from samflow.node import Input, Node, NodeParams
 from samflow.registry import register
 from samflow.scheduler import ItemContext
@@ -70,7 +71,7 @@ class RankParams(NodeParams):
                             "auto: cosine when the model has a calibrated threshold")
     negatives: list[str] = Field(default_factory=list, description="extra captions the text must beat (contrast)")
     min_area: int = Field(16, ge=0, description="masks smaller than this many pixels are never kept")
-    quality_weight: float = Field(0.1, ge=0, description="weight of the proposals' own scores (SAM's predicted "
+    quality_weight: float = Field(DEFAULT_QUALITY_WEIGHT, ge=0, description="weight of the proposals' own scores (SAM's predicted "
                                                         "IoU) in the order among masks that reach the threshold")
 
 
@@ -87,8 +88,6 @@ class ClipRank(Node):
     outputs = {"masks": Masks, "scores": Scores}
 
     def run(self, ctx: ItemContext, image: Image, masks: Masks, text: TextEmbedding) -> dict[str, Any]:
-        from samflow.models.text.rank import rank_masks
-
         if text.model is None:
             raise NodeError("the text embedding carries no CLIP model; produce it with clip.text")
         p = self.params

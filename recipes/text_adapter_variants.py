@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from samflow.commands.run import yaml_overrides
+from samflow.fileio import write_json_atomic
 from samflow.train.text_adapter import (
+    TextAdapterConfig,
     load_frozen_models,
     load_text_adapter_config,
     prepare_objects,
@@ -44,11 +46,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     begin = time.perf_counter()
-    recipe = load_text_adapter_config(args.recipe)
-    base = type(recipe)(**{**recipe.model_dump(), **yaml_overrides(args.sets)})
+    base = load_text_adapter_config(args.recipe)
+    base = TextAdapterConfig(**{**base.model_dump(), **yaml_overrides(args.sets)})
     variants = [parse_variant(v) for v in args.variant] or [("base", {})]
     args.out.mkdir(parents=True, exist_ok=True)
-    sam, clip, _ = load_frozen_models(base)
+    sam, clip = load_frozen_models(base)
     train_set, eval_set = prepare_objects(base, sam, clip)
     figures: dict[str, dict] = {}
     slowest = 0.0
@@ -58,14 +60,12 @@ def main() -> None:
             print(f"skipped {name}: {left:.0f} s left, a variant took up to {slowest:.0f} s", flush=True)
             continue
         started = time.perf_counter()
-        config = type(base)(**{**base.model_dump(), **update, "out": str(args.out / f"adapter_{name}.safetensors")})
+        config = TextAdapterConfig(**{**base.model_dump(), **update, "out": str(args.out / f"adapter_{name}.safetensors")})
         result = train_text_adapter(config, (sam, clip, train_set, eval_set))
         slowest = max(slowest, time.perf_counter() - started)
         figures[name] = {"settings": update, **{k: round(v, 4) for k, v in result.items()},
                          "seconds": round(time.perf_counter() - started, 1)}
-        tmp = args.out / "figures.json.tmp"
-        tmp.write_text(json.dumps(figures, indent=1))
-        tmp.replace(args.out / "figures.json")
+        write_json_atomic(args.out / "figures.json", figures, indent=1)
         print(name, json.dumps(figures[name]), flush=True)
 
 

@@ -20,6 +20,7 @@ import logging
 import math
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,17 +130,24 @@ def build_objects(sam: Sam, clip: ClipModel, seed: int, count: int, min_area: in
                      torch.tensor(points, dtype=torch.float32), torch.tensor(unique))
 
 
-class CaptionTable:
-    """Every caption template's text embedding for every object name, computed once: text prompts for training
-    batches (`text_mix`) at the cost of an index."""
+@torch.no_grad()
+def template_embeddings(clip: ClipModel, names: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The distinct `names` (sorted) and every caption template's CLIP text embedding of each, (U, T, D)."""
+    distinct = sorted(set(names))
+    texts = [t.format(n) for n in distinct for t in TEMPLATES]
+    return distinct, clip.embed_text(texts).view(len(distinct), len(TEMPLATES), -1)
 
-    def __init__(self, clip: ClipModel, names: list[str], adapter: PromptAdapter) -> None:
-        self.names = sorted(set(names))
-        self.row = {n: i for i, n in enumerate(self.names)}
-        texts = [t.format(n) for n in self.names for t in TEMPLATES]
+
+class CaptionTable:
+    """Every caption template's text embedding for every object name, moved across the adapter's modality gap:
+    text prompts for training batches (`text_mix`) at the cost of an index."""
+
+    def __init__(self, names: list[str], templates: torch.Tensor, adapter: PromptAdapter) -> None:
+        """`names`, `templates` as template_embeddings returns them."""
+        self.names = names
+        self.row = {n: i for i, n in enumerate(names)}
         with torch.no_grad():
-            emb = adapter.text_to_image_space(clip.embed_text(texts))
-        self.table = emb.view(len(self.names), len(TEMPLATES), -1)
+            self.table = adapter.text_to_image_space(templates)
 
     def mix(self, emb: torch.Tensor, names: list[str], share: float, generator: torch.Generator) -> torch.Tensor:
         """`emb` (N, D) with about `share` of its rows replaced by a random caption of the row's name."""
@@ -162,13 +170,13 @@ def text_embeddings(clip: ClipModel, names: list[str], rng: np.random.Generator 
     return clip.embed_text(texts).cpu()
 
 
-def modality_shift(clip: ClipModel, objects: ObjectSet) -> torch.Tensor:
-    """Mean image embedding minus mean text embedding over the same objects (all caption templates)."""
+def modality_shift(objects: ObjectSet, names: list[str], templates: torch.Tensor) -> torch.Tensor:
+    """Mean image embedding minus mean text embedding over the same objects (all caption templates); `names`,
+    `templates` as template_embeddings returns them for the objects' names."""
     image_mean = objects.image_emb.mean(0)
-    unique_names = sorted(set(objects.names))
-    counts = torch.tensor([objects.names.count(n) for n in unique_names], dtype=torch.float32)
-    per_name = torch.stack([clip.embed_text([t.format(n) for t in TEMPLATES]).mean(0).cpu() for n in unique_names])
-    text_mean = (per_name * counts[:, None]).sum(0) / counts.sum()
+    counts = Counter(objects.names)
+    weights = torch.tensor([counts[n] for n in names], dtype=torch.float32, device=templates.device)
+    text_mean = (templates.mean(1) * weights[:, None]).sum(0) / weights.sum()
     return image_mean - text_mean.to(image_mean.device)
 
 
@@ -205,6 +213,17 @@ def _noisy(emb: torch.Tensor, noise: float, generator: torch.Generator) -> torch
     return F.normalize(emb + noise * torch.randn(emb.shape, generator=generator).to(emb.device), dim=-1)
 
 
+def sample_prompts(objects: ObjectSet, size: int, config: TextAdapterConfig, generator: torch.Generator,
+                   captions: CaptionTable | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`size` random objects (their indices, on the data's device) and their prompt embeddings: crop image
+    embeddings, `text_mix` of them replaced by captions, with `embedding_noise`."""
+    index = torch.randint(len(objects.names), (size,), generator=generator)
+    emb = objects.image_emb[index.to(objects.image_emb.device)]
+    if captions is not None:
+        emb = captions.mix(emb, [objects.names[i] for i in index.tolist()], config.text_mix, generator)
+    return index.to(objects.features.device), _noisy(emb, config.embedding_noise, generator)
+
+
 def pretrain_heatmaps(adapter: PromptAdapter, sam: Sam, objects: ObjectSet, config: TextAdapterConfig,
                       generator: torch.Generator, captions: CaptionTable | None = None) -> None:
     """Teach the click queries where objects are (heat-map loss only): no decoder pass, so hundreds of steps cost
@@ -218,12 +237,7 @@ def pretrain_heatmaps(adapter: PromptAdapter, sam: Sam, objects: ObjectSet, conf
         lr = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.heatmap_steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = torch.randint(len(objects.names), (config.heatmap_batch,), generator=generator)
-        emb = objects.image_emb[index.to(objects.image_emb.device)]
-        if captions is not None:
-            emb = captions.mix(emb, [objects.names[i] for i in index.tolist()], config.text_mix, generator)
-        emb = _noisy(emb, config.embedding_noise, generator)
-        index = index.to(objects.features.device)
+        index, emb = sample_prompts(objects, config.heatmap_batch, config, generator, captions)
         out = adapter.net(emb).view(-1, cfg.num_clicks + cfg.num_tokens, cfg.token_dim)
         heat = adapter.heatmaps(out[:, : cfg.num_clicks], objects.features[objects.scene[index]].float())
         loss = heatmap_loss(heat, objects.target[index].float())
@@ -311,12 +325,6 @@ def _sam_checkpoint(name: str) -> Path | None:
     return Path(name)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def prepare_objects(config: TextAdapterConfig, sam: Sam, clip: ClipModel) -> tuple[ObjectSet, ObjectSet]:
     """The training and held-out object sets of `config` (SAM features, CLIP crop embeddings, targets)."""
     started = time.perf_counter()
@@ -327,13 +335,15 @@ def prepare_objects(config: TextAdapterConfig, sam: Sam, clip: ClipModel) -> tup
     return train_set, eval_set
 
 
-def load_frozen_models(config: TextAdapterConfig) -> tuple[Sam, ClipModel, Path | None]:
-    device = resolve_device(config.device)
-    checkpoint = _sam_checkpoint(config.sam)
-    sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=checkpoint, device=device)
+def load_frozen_models(config: TextAdapterConfig) -> tuple[Sam, ClipModel]:
+    """SAM and CLIP of `config`, frozen, on its device (`auto`: cuda when available)."""
+    from samflow.segmenter import resolve_device
+
+    device = resolve_device(None if config.device == "auto" else config.device)
+    sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=_sam_checkpoint(config.sam),
+                    device=device)
     sam.requires_grad_(False)
-    clip = load_clip(config.clip, config.clip_checkpoint, device=str(device))
-    return sam, clip, checkpoint
+    return sam, load_clip(config.clip, config.clip_checkpoint, device=device)
 
 
 def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel, ObjectSet, ObjectSet] | None = None
@@ -345,13 +355,12 @@ def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    checkpoint = _sam_checkpoint(config.sam)
     if prepared is None:
-        sam, clip, checkpoint = load_frozen_models(config)
+        sam, clip = load_frozen_models(config)
         train_set, eval_set = prepare_objects(config, sam, clip)
     else:
         sam, clip, train_set, eval_set = prepared
-    device = next(sam.parameters()).device
+    device = sam.device
     train_set, eval_set = train_set.to(device), eval_set.to(device)
 
     adapter = PromptAdapter(AdapterConfig(clip_dim=clip.embed_dim, num_tokens=config.num_tokens,
@@ -360,8 +369,9 @@ def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel
                                           key_layers=config.key_layers, key_channels=config.key_channels,
                                           clip_name=clip.config.name, clip_fingerprint=clip.fingerprint,
                                           sam_fingerprint=model_fingerprint(sam))).to(device)
-    adapter.text_shift.copy_(modality_shift(clip, train_set))
-    captions = CaptionTable(clip, train_set.names, adapter) if config.text_mix > 0 else None
+    names, templates = template_embeddings(clip, train_set.names)
+    adapter.text_shift.copy_(modality_shift(train_set, names, templates))
+    captions = CaptionTable(names, templates, adapter) if config.text_mix > 0 else None
     started = time.perf_counter()
     pretrain_heatmaps(adapter, sam, train_set, config, generator, captions)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -376,12 +386,7 @@ def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel
         lr = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = torch.randint(len(train_set.names), (config.batch_size,), generator=generator)
-        emb = train_set.image_emb[index.to(device)]
-        if captions is not None:
-            emb = captions.mix(emb, [train_set.names[i] for i in index.tolist()], config.text_mix, generator)
-        emb = _noisy(emb, config.embedding_noise, generator)
-        index = index.to(device)
+        index, emb = sample_prompts(train_set, config.batch_size, config, generator, captions)
         feats = train_set.features[train_set.scene[index]].float()
         tokens, heat = adapter(emb, sam, feats)
         points = train_set.points[index] if torch.rand((), generator=generator) < config.point_prob else None
@@ -402,7 +407,7 @@ def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel
     if config.num_clicks:
         figures["text_pointing"] = pointing_accuracy(adapter, clip, sam, eval_set)
     figures.update(train_minutes=minutes, steps=step, final_loss=float(np.mean(losses[-100:])) if losses else 0.0)
-    out = Path(config.out) if config.out else adapter_path_for(checkpoint)
+    out = Path(config.out) if config.out else adapter_path_for(_sam_checkpoint(config.sam))
     save_adapter(adapter, out)
     log.info("wrote %s: %s", out, {k: round(v, 4) for k, v in figures.items()})
     return figures

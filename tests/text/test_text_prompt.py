@@ -149,7 +149,7 @@ def test_adapter_with_context_layers_round_trips(tmp_path):
 
 
 def test_caption_table_mixes_in_captions_of_the_right_names():
-    from samflow.train.text_adapter import CaptionTable
+    from samflow.train.text_adapter import CaptionTable, template_embeddings
 
     class FakeClip:  # one embedding per text: its templates and names stay tellable apart
         def embed_text(self, texts):
@@ -158,7 +158,7 @@ def test_caption_table_mixes_in_captions_of_the_right_names():
 
     adapter = PromptAdapter(AdapterConfig(clip_dim=32))
     names = ["red star", "blue ring", "red star"]
-    table = CaptionTable(FakeClip(), names, adapter)
+    table = CaptionTable(*template_embeddings(FakeClip(), names), adapter)
     assert table.table.shape[:2] == (2, 6)
     images = torch.full((300, 32), 5.0)
     rows = [names[i % 3] for i in range(300)]
