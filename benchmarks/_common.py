@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+# The official-model builders are test helpers (tests/official_reference.py), not part of the runtime package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def rss_bytes() -> int:
@@ -68,7 +71,8 @@ def benchmark_image(size: int = 1024) -> np.ndarray:
 
 def twin_models(preset: str, seed: int = 0, checkpoint: str | None = None):
     """A samflow model and an official model holding the same weights (random but perturbed, or a checkpoint)."""
+    from official_reference import twin_models as twins
+
     from samflow.models.sam import SamConfig
-    from samflow.models.sam.reference import twin_models as twins
 
     return twins(SamConfig.preset(preset) if checkpoint is None else None, seed=seed, checkpoint=checkpoint)

@@ -27,9 +27,9 @@ import torch
 from _common import PeakRSS, benchmark_image, best_time, twin_models
 from PIL import Image
 
-from samflow.amg import SamAutomaticMaskGenerator
 from samflow.ops.amg import generate_crop_boxes
-from samflow.predictor import EncodedImage, SamPredictor
+from samflow.predict.amg import SamAutomaticMaskGenerator
+from samflow.predict.predictor import EncodedImage, SamPredictor
 
 
 def _fix_malloc() -> None:

@@ -6,7 +6,7 @@
 
 Writes --images synthetic scenes (samflow.data.synthetic) to a temporary folder, then runs the same work twice:
 - in-process: `samflow annotate` (job annotate, the data engine) or `samflow run` (job graph) in this process;
-- on Ray: a local cluster (--workers actors, one CPU and one torch thread each) through `samflow.distributed`.
+- on Ray: a local cluster (--workers actors, one CPU and one torch thread each) through `samflow.scale.distributed`.
 Prints seconds, images/s and masks/s of each, the cluster's start time, the time to the first result (workers
 starting and loading models) and the steady throughput after it; and checks both wrote the same files when the
 thread counts match (one torch thread in-process with --threads 1).
@@ -71,7 +71,7 @@ def in_process(args: argparse.Namespace, images: Path, out: Path) -> tuple[float
 def on_ray(args: argparse.Namespace, images: Path, out: Path) -> dict:
     import ray
 
-    from samflow import distributed
+    from samflow.scale import distributed
 
     started = time.perf_counter()
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
@@ -80,7 +80,7 @@ def on_ray(args: argparse.Namespace, images: Path, out: Path) -> dict:
     options = dict(workers=args.workers, batch_size=args.batch_size, progress=False)
     try:
         if args.job == "graph":
-            from samflow.graph import Graph
+            from samflow.engine.graph import Graph
 
             graph = Graph.load(args.graph, overrides={"encoder.checkpoint": str(args.checkpoint)})
             report = distributed.run(graph, images, out, **options)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from samflow.graph import Graph
-from samflow.node import Input, Node
-from samflow.registry import register
-from samflow.scheduler import ItemContext, Scheduler
-from samflow.types import Boxes
+from samflow.engine.graph import Graph
+from samflow.engine.node import Input, Node
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext, Scheduler
+from samflow.engine.types import Boxes
 
 
 @register("bench.passthrough")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from samflow.data.synthetic import render_scene, scene_rng
-from samflow.eval import size_category
+from samflow.evaluation.points import size_category
 
 
 def ceiling(seed: int, scenes: int, scene_size: int, grid: int) -> dict[str, tuple[int, float]]:

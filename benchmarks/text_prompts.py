@@ -23,15 +23,15 @@ import time
 import numpy as np
 import torch
 
-from samflow.amg import SamAutomaticMaskGenerator
+from samflow.data.captions import absent_names, caption, unique_objects
 from samflow.data.synthetic import render_scene, scene_rng
-from samflow.eval import mask_iou as iou
+from samflow.demos.text import grid_points
+from samflow.evaluation.points import mask_iou as iou
 from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
-from samflow.models.text.captions import absent_names, caption, unique_objects
 from samflow.models.text.clip import get_clip
-from samflow.models.text.demo import grid_points
-from samflow.models.text.prompt import TextSamPredictor, default_adapter_path, get_adapter, text_tokens_for
 from samflow.models.text.rank import rank_masks
+from samflow.predict.amg import SamAutomaticMaskGenerator
+from samflow.predict.text import TextSamPredictor, default_adapter_path, get_adapter, text_tokens_for
 from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate, pointing_accuracy
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from samflow.graph import Graph
-from samflow.runner import plan_items, run_graph
-from samflow.scheduler import Scheduler
-from samflow.types import Image
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Image
+from samflow.scale.runner import plan_items, run_graph
 
 DEMO = "demo-data/detect"
 

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from samflow.data.frames import open_frames
-from samflow.graph import Graph
-from samflow.types_video import Frame
-from samflow.video import run_video
+from samflow.engine.graph import Graph
+from samflow.engine.types.video import Frame
+from samflow.scale.video import run_video
 
 DEMO = "demo-data/gaze"
 

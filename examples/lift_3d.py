@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from samflow.graph import Graph
-from samflow.runner import plan_items, run_graph
-from samflow.scheduler import Scheduler
-from samflow.types import Image
-from samflow.types_3d import Depth, Intrinsics
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Image
+from samflow.engine.types.geometry import Depth, Intrinsics
+from samflow.scale.runner import plan_items, run_graph
 
 DEMO = "demo-data/lift"
 

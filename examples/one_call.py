@@ -14,8 +14,8 @@ import json
 import sys
 import time
 
-from samflow.api import segment
 from samflow.errors import SamflowError
+from samflow.predict.api import segment
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from samflow.graph import Graph
-from samflow.runner import plan_items, run_graph
-from samflow.scheduler import Scheduler
-from samflow.types import Image
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Image
+from samflow.scale.runner import plan_items, run_graph
 
 
 def build_graph(model: str = "tiny", point: tuple[float, float] = (120, 80)) -> Graph:

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from samflow.data.captions import absent_names
 from samflow.data.synthetic import render_scene, scene_rng
+from samflow.demos.text import grid_points, text_to_mask_graph
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Image
 from samflow.models.sam import build_sam
-from samflow.models.text import TextSamPredictor, load_text_models, rank_masks
-from samflow.models.text.captions import absent_names
-from samflow.models.text.demo import grid_points, text_to_mask_graph
+from samflow.models.text import rank_masks
 from samflow.ops.distance import farthest_point
-from samflow.scheduler import Scheduler
-from samflow.types import Image
+from samflow.predict.text import TextSamPredictor, load_text_models
 
 log = logging.getLogger("text_prompt")
 

@@ -1,6 +1,6 @@
 """`sam.auto`: every object in an image, from a grid of point prompts (SAM's automatic mask generator).
 
-A thin adapter over samflow.amg.SamAutomaticMaskGenerator. The whole-image embedding comes in on the `embedding`
+A thin adapter over samflow.predict.amg.SamAutomaticMaskGenerator. The whole-image embedding comes in on the `embedding`
 port (so it is computed once, or served from the cache, by `sam.encoder`); crop embeddings (`crop_n_layers > 0`)
 go through the same cache under the encoder's keys.
 """
@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import Boxes, Image, ImageEmbedding, Masks, Scores
 from samflow.errors import NodeError
-from samflow.node import Input, Node, NodeParams
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import Boxes, Image, ImageEmbedding, Masks, Scores
 
 
 class AutoParams(NodeParams):
@@ -47,8 +47,8 @@ class SamAuto(Node):
     outputs = {"masks": Masks, "scores": Scores, "stability": Scores, "boxes": Boxes}
 
     def run(self, ctx: ItemContext, embedding: ImageEmbedding, image: Image) -> dict[str, Any]:
-        from samflow.amg import SamAutomaticMaskGenerator, cached_embedder
-        from samflow.predictor import EncodedImage
+        from samflow.predict.amg import SamAutomaticMaskGenerator, cached_embedder
+        from samflow.predict.predictor import EncodedImage
 
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")

@@ -13,12 +13,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import Image, Masks, Scores, TextEmbedding
 from samflow.errors import NodeError
 from samflow.models.text.rank import DEFAULT_QUALITY_WEIGHT, rank_masks
-from samflow.node import Input, Node, NodeParams
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import Image, Masks, Scores, TextEmbedding
 
 
 class TextParams(NodeParams):

@@ -2,7 +2,7 @@
 
 - `detect.torchvision`: a torchvision detection model from a local weights file (nothing downloaded).
 - `detect.file`: detections saved in a COCO results (or annotations) JSON, found per image by its file name.
-- `detect.callable`: a Python function registered with `samflow.detectors.register_detector`.
+- `detect.callable`: a Python function registered with `samflow.predict.detectors.register_detector`.
 - `detect.segment`: detections -> one mask per detection in one batched decoder call (optionally refined once by
   feeding the best mask back with its box), keeping each detection's class and confidence (`InstanceMasks`).
 
@@ -19,14 +19,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import Image, ImageEmbedding, MaskLogits, Masks, Scores
+from samflow.engine.types.detect import Detections, InstanceMasks
+from samflow.engine.types.video import Frame
 from samflow.errors import NodeError
-from samflow.node import Input, Node, NodeParams
-from samflow.registry import register
-from samflow.runner import IMAGE_SUFFIXES
-from samflow.scheduler import ItemContext
-from samflow.types import Image, ImageEmbedding, MaskLogits, Masks, Scores
-from samflow.types_detect import Detections, InstanceMasks
-from samflow.types_video import Frame
+from samflow.scale.runner import IMAGE_SUFFIXES
 
 
 class FilterParams(NodeParams):
@@ -167,20 +167,20 @@ class FileDetector(Node):
 
 
 class CallableParams(FilterParams):
-    function: str = Field(description="name given to samflow.detectors.register_detector")
+    function: str = Field(description="name given to samflow.predict.detectors.register_detector")
     score_threshold: float = Field(0.0, ge=0, le=1, description="drop detections scoring below this")
 
 
 @register("detect.callable")
 class CallableDetector(Node):
-    """Run a Python detector function registered from code (`samflow.detectors.register_detector`)."""
+    """Run a Python detector function registered from code (`samflow.predict.detectors.register_detector`)."""
 
     Params = CallableParams
     inputs = {"image": Input(Image)}
     outputs = {"detections": Detections}
 
     def run(self, ctx: ItemContext, image: Image) -> dict[str, Detections]:
-        from samflow.detectors import as_detections, get_detector
+        from samflow.predict.detectors import as_detections, get_detector
 
         name = self.params.function
         found = as_detections(get_detector(name)(image.data), where=f"detector {name!r}")
@@ -203,7 +203,7 @@ class SegmentDetections(Node):
     outputs = {"masks": InstanceMasks, "scores": Scores, "logits": MaskLogits}
 
     def run(self, ctx: ItemContext, embedding: ImageEmbedding, detections: Detections) -> dict[str, Any]:
-        from samflow.predictor import EncodedImage, SamPredictor
+        from samflow.predict.predictor import EncodedImage, SamPredictor
 
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")

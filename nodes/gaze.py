@@ -19,8 +19,13 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from samflow.data.gaze import GazeTrack, read_gaze_csv
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import Masks, Points
+from samflow.engine.types.geometry import Intrinsics
+from samflow.engine.types.video import Frame, Gaze
 from samflow.errors import InputError
-from samflow.node import Input, Node, NodeParams
 from samflow.ops import fixations
 from samflow.ops.distance import farthest_point
 from samflow.ops.gaze_projection import (
@@ -31,11 +36,6 @@ from samflow.ops.gaze_projection import (
     transform_points,
 )
 from samflow.ops.timealign import NearestSample
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import Masks, Points
-from samflow.types_3d import Intrinsics
-from samflow.types_video import Frame, Gaze
 
 DEFAULT_VELOCITY_DEG_S = 30.0  # the common I-VT threshold for angular gaze (Tobii's default)
 DEFAULT_DISPERSION_DEG = 1.0

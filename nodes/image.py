@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from samflow.node import Input, Node
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import FilePath, Image
+from samflow.engine.node import Input, Node
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import FilePath, Image
 
 
 @register("image.load")

@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import Image, Masks
+from samflow.engine.types.geometry import Depth, Intrinsics, PointCloud
 from samflow.errors import InputError
-from samflow.node import Input, Node, NodeParams
 from samflow.ops import pointcloud
 from samflow.ops.mcc import mcc_object, seen_xyz
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import Image, Masks
-from samflow.types_3d import Depth, Intrinsics, PointCloud
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class WritePly(Node):
     outputs = {}
 
     def run(self, ctx: ItemContext, clouds: PointCloud) -> dict:
-        from samflow.ops.ply import write_ply
+        from samflow.data.ply import write_ply
 
         folder = ctx.output_path(self.params.dir, who=self.type_id)
         folder.mkdir(exist_ok=True)

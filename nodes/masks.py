@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from samflow.node import Input, Node, NodeParams
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import Boxes, Image, Masks, Points
 from samflow.ops.draw import PALETTE, draw_overlay  # noqa: F401  (PALETTE: re-exported)
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import Boxes, Image, Masks, Points
 
 
 class WriteParams(NodeParams):

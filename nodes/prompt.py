@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from samflow.node import Node, NodeParams
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import Boxes, Points
+from samflow.engine.node import Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import Boxes, Points
 
 
 class PointsParams(NodeParams):

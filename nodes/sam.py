@@ -17,13 +17,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from samflow.cache import content_key
-from samflow.errors import InputError, NodeError
-from samflow.models.sam.config import PRESETS, SamConfig
-from samflow.node import Input, Node, NodeParams
-from samflow.registry import register
-from samflow.scheduler import ItemContext
-from samflow.types import (
+from samflow.engine.cache import content_key
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import register
+from samflow.engine.scheduler import ItemContext
+from samflow.engine.types import (
     Boxes,
     Image,
     ImageEmbedding,
@@ -34,6 +32,8 @@ from samflow.types import (
     Scores,
     TextEmbedding,
 )
+from samflow.errors import InputError, NodeError
+from samflow.models.sam.config import PRESETS, SamConfig
 
 
 class EncoderParams(NodeParams):
@@ -85,7 +85,7 @@ class SamEncoder(Node):
 
     def run(self, ctx: ItemContext, image: Image) -> dict[str, ImageEmbedding]:
         from samflow.models.sam import model_fingerprint
-        from samflow.predictor import SamPredictor
+        from samflow.predict.predictor import SamPredictor
 
         model = self.model(ctx)
         encoded = SamPredictor(model).encode(image.data)
@@ -150,7 +150,7 @@ class SamDecoder(Node):
 
     @classmethod
     def run_batch(cls, ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]]]) -> list[dict[str, Payload]]:
-        from samflow.predictor import EncodedImage, SamPredictor
+        from samflow.predict.predictor import EncodedImage, SamPredictor
 
         embedding: ImageEmbedding = calls[0][1]["embedding"]
         multimask = calls[0][0].params.multimask
@@ -161,7 +161,7 @@ class SamDecoder(Node):
             return [_no_masks(embedding, multimask) for _ in calls]
         text_tokens = _text_tokens(ctx, calls, prompts)
         if text_tokens is not None:
-            from samflow.models.text.prompt import TextSamPredictor
+            from samflow.predict.text import TextSamPredictor
 
             predictor = TextSamPredictor(embedding.model)
         else:
@@ -202,7 +202,7 @@ def _text_tokens(ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]
     """Prompt tokens (N, K, C) of the calls' text inputs (repeated like the other prompts), or None."""
     if prompts[0].text is None:
         return None
-    from samflow.models.text.prompt import get_adapter, text_tokens_for
+    from samflow.predict.text import get_adapter, text_tokens_for
 
     embedding: ImageEmbedding = calls[0][1]["embedding"]
     text: TextEmbedding = calls[0][1]["text"]
@@ -213,7 +213,7 @@ def _text_tokens(ctx: ItemContext, calls: Sequence[tuple[Node, Mapping[str, Any]
 
 
 def _default_adapter() -> str:
-    from samflow.models.text.prompt import default_adapter_path
+    from samflow.predict.text import default_adapter_path
 
     return str(default_adapter_path("tiny"))
 

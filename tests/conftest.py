@@ -39,7 +39,7 @@ def small_config() -> SamConfig:
 @pytest.fixture(scope="session")
 def twins():
     """(samflow model, official model) with identical perturbed weights."""
-    from samflow.models.sam.reference import twin_models
+    from official_reference import twin_models
 
     return twin_models(SMALL, seed=0)
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image as PILImage
 
-from samflow.cache import EmbeddingCache
-from samflow.segmenter import Segmenter
+from samflow.engine.cache import EmbeddingCache
+from samflow.predict.segmenter import Segmenter
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

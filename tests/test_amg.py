@@ -19,10 +19,10 @@ import torch
 from amg_testing import ColourSam, scene_image
 from segment_anything import SamAutomaticMaskGenerator as OfficialGenerator
 
-from samflow.amg import SamAutomaticMaskGenerator
 from samflow.errors import InputError
 from samflow.models.sam.build import SHIPPED_WEIGHTS
-from samflow.predictor import EncodedImage, SamPredictor
+from samflow.predict.amg import SamAutomaticMaskGenerator
+from samflow.predict.predictor import EncodedImage, SamPredictor
 from tests.conftest import SMALL
 
 COLOUR_PARAMS = {"points_per_side": 12, "pred_iou_thresh": 0.75, "stability_score_thresh": 0.8}
@@ -79,7 +79,7 @@ def test_filters_have_work_to_do(colour_sam: ColourSam, image: np.ndarray) -> No
 
 @pytest.fixture(scope="module")
 def twins():
-    from samflow.models.sam.reference import twin_models
+    from official_reference import twin_models
 
     return twin_models(SMALL, seed=3)
 

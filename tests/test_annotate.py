@@ -135,10 +135,10 @@ def test_auto_masks_recipe_runs(tmp_path: Path, checkpoint: Path) -> None:
 
 def test_auto_node_matches_generator(checkpoint: Path) -> None:
     """The node returns the generator's masks, and crop embeddings go through the graph cache."""
-    from samflow.amg import SamAutomaticMaskGenerator
-    from samflow.graph import Graph
+    from samflow.engine.graph import Graph
+    from samflow.engine.scheduler import Scheduler
     from samflow.models.sam import build_sam
-    from samflow.scheduler import Scheduler
+    from samflow.predict.amg import SamAutomaticMaskGenerator
 
     data = np.asarray(PILImage.open(write_images(Path(checkpoint).parent / "node", 1)[0]))
     params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "crop_n_layers": 1}

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from samflow import SamPredictor
-from samflow.api import Pipeline, segment
-from samflow.cache import EmbeddingCache
 from samflow.data.synthetic import render_scene
+from samflow.engine.cache import EmbeddingCache
 from samflow.errors import CheckpointError, InputError, SamflowError
 from samflow.models.sam.build import SHIPPED_WEIGHTS
 from samflow.ops import rle
-from samflow.segmenter import Segmenter, default_segmenter
-from samflow.textprompt import TextPromptsUnavailable, text_prompt_tokens
+from samflow.predict.api import Pipeline, segment
+from samflow.predict.segmenter import Segmenter, default_segmenter
+from samflow.predict.textprompt import TextPromptsUnavailable, text_prompt_tokens
 
 GRAPH = """
 samflow: 1
@@ -185,12 +185,12 @@ def test_bad_prompts_are_input_errors(scene, kwargs, message):
 
 
 def _fake_text_module(monkeypatch, hook):
-    monkeypatch.setitem(sys.modules, "samflow.models.text", types.SimpleNamespace(text_prompt_tokens=hook))
+    monkeypatch.setitem(sys.modules, "samflow.predict.text", types.SimpleNamespace(text_prompt_tokens=hook))
 
 
 def test_text_prompts_unavailable_is_a_clear_error(scene, monkeypatch):
-    monkeypatch.setitem(sys.modules, "samflow.models.text", types.SimpleNamespace())
-    with pytest.raises(TextPromptsUnavailable, match="text prompts need samflow.models.text.text_prompt_tokens"):
+    monkeypatch.setitem(sys.modules, "samflow.predict.text", types.SimpleNamespace())
+    with pytest.raises(TextPromptsUnavailable, match="text prompts need samflow.predict.text.text_prompt_tokens"):
         segment(scene.image, text="a red star")
 
     def missing_weights(text, sam_model, image_embeddings=None):

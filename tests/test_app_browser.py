@@ -23,9 +23,9 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from PIL import Image as PILImage  # noqa: E402
 from serve_testing import live_service, png_bytes  # noqa: E402
 
-from samflow.api import segment  # noqa: E402
 from samflow.data.synthetic import render_scene  # noqa: E402
 from samflow.ops import rle  # noqa: E402
+from samflow.predict.api import segment  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from samflow.cache import EmbeddingCache, content_key
+from samflow.engine.cache import EmbeddingCache, content_key
+from samflow.engine.types import Image, ImageEmbedding, Masks
 from samflow.errors import InputError
-from samflow.types import Image, ImageEmbedding, Masks
 
 
 def embedding(seed: int, size: int = 4) -> dict:

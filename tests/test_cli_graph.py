@@ -11,7 +11,7 @@ import pytest
 from graph_testing import SMALL_SAM, make_checkpoint, make_images
 
 from samflow.cli import main
-from samflow.graph import Graph
+from samflow.engine.graph import Graph
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPHS = Path(__file__).parent / "graphs"

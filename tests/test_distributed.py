@@ -18,10 +18,10 @@ import torch
 from graph_testing import make_checkpoint, make_images, three_decoders_yaml
 
 from samflow.cli import main
+from samflow.engine.graph import Graph
 from samflow.errors import InputError
-from samflow.graph import Graph
-from samflow.jobs import GraphJob
-from samflow.ray_worker import FAULT_ENV
+from samflow.scale.jobs import GraphJob
+from samflow.scale.ray_worker import FAULT_ENV
 
 pytest.importorskip("ray.data")
 # Ray's own DataContext sets deprecated fields of its own when it is created; nothing here asks for them.
@@ -79,7 +79,7 @@ def test_graph_run_interrupted_then_resumed_with_a_killed_worker(cluster, graph_
     while one of its workers dies on its second batch: only the missing items are processed, every item is
     written and recorded once, the corrupt image is an error record, and the files are those of `samflow run`."""
     root, local = graph_run
-    from samflow import distributed
+    from samflow.scale import distributed
 
     out = tmp_path / "out"
     graph = Graph.load(root / "graph.yaml")
@@ -170,7 +170,7 @@ def test_annotate_on_ray_gives_the_in_process_json(cluster, scenes):
 
 
 def test_datasets_given_as_ray_datasets_or_pairs(cluster, graph_run):
-    from samflow import distributed
+    from samflow.scale import distributed
 
     root, _ = graph_run
     graph = Graph.load(root / "graph.yaml")
@@ -193,6 +193,6 @@ def test_ray_only_options_are_refused_in_process(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--batch-size: only with --engine ray" in err or "cannot read graph" in err
     with pytest.raises(InputError, match="workers must be at least 1"):
-        from samflow.distributed import RayOptions
+        from samflow.scale.distributed import RayOptions
 
         RayOptions(workers=0)

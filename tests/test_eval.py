@@ -10,7 +10,14 @@ import pytest
 from samflow.cli import main
 from samflow.data.sa1b import Sample
 from samflow.data.synthetic import render_scene, scene_rng, write_dataset
-from samflow.eval import EvalReport, ObjectResult, evaluate, load_dataset, next_click, size_category
+from samflow.evaluation.points import (
+    EvalReport,
+    ObjectResult,
+    evaluate,
+    load_dataset,
+    next_click,
+    size_category,
+)
 from samflow.ops import rle
 from samflow.ops.distance import distance_transform, farthest_point
 

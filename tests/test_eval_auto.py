@@ -1,4 +1,4 @@
-"""Automatic-mask recall (samflow.eval_auto): objects of at least 32x32 px recovered at IoU >= 0.75."""
+"""Automatic-mask recall (samflow.evaluation.auto): objects of at least 32x32 px recovered at IoU >= 0.75."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from samflow.cli import main
 from samflow.errors import InputError
-from samflow.eval import synthetic_scenes
-from samflow.eval_auto import automatic_mask_recall, best_overlaps
+from samflow.evaluation.auto import automatic_mask_recall, best_overlaps
+from samflow.evaluation.points import synthetic_scenes
 from tests.amg_testing import ColourSam
 
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from graph_testing import BOXES, POINTS_A, SMALL_SAM, make_checkpoint, make_images, three_decoders_yaml
 
+from samflow.engine.graph import Graph, GraphValidationError, Ref
+from samflow.engine.node import Input, Node, NodeParams
+from samflow.engine.registry import find_node_type, register
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Boxes, Image, ImageEmbedding, Masks, Points
 from samflow.errors import GraphError
-from samflow.graph import Graph, GraphValidationError, Ref
-from samflow.node import Input, Node, NodeParams
-from samflow.registry import find_node_type, register
-from samflow.scheduler import Scheduler
-from samflow.types import Boxes, Image, ImageEmbedding, Masks, Points
 
 
 def build_points_graph(checkpoint) -> Graph:
@@ -159,12 +159,12 @@ def test_describe_lists_ports_and_param_defaults():
 def test_entry_point_plugins_are_loaded(monkeypatch, tmp_path, caplog):
     from importlib.metadata import EntryPoint
 
-    import samflow.registry as registry
+    import samflow.engine.registry as registry
 
     (tmp_path / "samflow_plugin_demo.py").write_text('''
-from samflow.node import Node
-from samflow.registry import register
-from samflow.types import Boxes
+from samflow.engine.node import Node
+from samflow.engine.registry import register
+from samflow.engine.types import Boxes
 
 
 @register("plugin.empty_boxes")
@@ -187,5 +187,5 @@ class EmptyBoxes(Node):
 def test_yaml_names_registered_types_only():
     with pytest.raises(GraphValidationError, match="unknown node type 'samflow.nodes.sam:SamDecoder'"):
         Graph.from_yaml("samflow: 1\nnodes:\n  d: {type: 'samflow.nodes.sam:SamDecoder'}\n")
-    with pytest.raises(GraphValidationError, match="unknown payload type 'samflow.types.Image'"):
-        Graph.from_yaml("samflow: 1\ninputs: {image: samflow.types.Image}\nnodes: {}\n")
+    with pytest.raises(GraphValidationError, match="unknown payload type 'samflow.engine.types.Image'"):
+        Graph.from_yaml("samflow: 1\ninputs: {image: samflow.engine.types.Image}\nnodes: {}\n")

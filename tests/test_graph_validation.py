@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from samflow.graph import Graph, GraphValidationError
+from samflow.engine.graph import Graph, GraphValidationError
 
 GRAPHS = Path(__file__).parent / "graphs"
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from graph_testing import make_checkpoint, make_images, three_decoders_yaml
 
-from samflow.distributed import plan_items
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
 from samflow.errors import InputError
-from samflow.graph import Graph
-from samflow.jobs import GraphJob
-from samflow.runner import plan_items as runner_plan_items
-from samflow.runner import run_graph
-from samflow.scheduler import Scheduler
+from samflow.scale.distributed import plan_items
+from samflow.scale.jobs import GraphJob
+from samflow.scale.runner import plan_items as runner_plan_items
+from samflow.scale.runner import run_graph
 
 pa = pytest.importorskip("pyarrow")
-from samflow.ray_worker import BatchWorker, _parse_fault, stats_add, stats_delta  # noqa: E402
+from samflow.scale.ray_worker import BatchWorker, _parse_fault, stats_add, stats_delta  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_kill_hook(tmp_path, monkeypatch):
             pass
 
     exits = []
-    monkeypatch.setattr("samflow.ray_worker.os._exit", exits.append)
+    monkeypatch.setattr("samflow.scale.ray_worker.os._exit", exits.append)
     worker = BatchWorker(Quiet(None), f"2:{tmp_path / 'marker'}")
     worker(_batch([]))
     assert not exits

@@ -22,17 +22,17 @@ from graph_testing import (
 )
 from PIL import Image as PILImage
 
-from samflow.cache import EmbeddingCache
 from samflow.cli import main
+from samflow.engine.cache import EmbeddingCache
+from samflow.engine.graph import Graph
+from samflow.engine.node import Input, Node
+from samflow.engine.registry import register
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Boxes, Image, ImageEmbedding, Masks, Points
 from samflow.errors import InputError, NodeError
-from samflow.graph import Graph
 from samflow.models.sam import build_sam
-from samflow.node import Input, Node
 from samflow.pool import ModelPool
-from samflow.predictor import SamPredictor
-from samflow.registry import register
-from samflow.scheduler import Scheduler
-from samflow.types import Boxes, Image, ImageEmbedding, Masks, Points
+from samflow.predict.predictor import SamPredictor
 
 
 @pytest.fixture(scope="module")

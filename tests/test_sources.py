@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from graph_testing import make_images
 
-from samflow import sources
 from samflow.errors import InputError
-from samflow.runner import IMAGE_SUFFIXES, expand_paths
+from samflow.scale import sources
+from samflow.scale.runner import IMAGE_SUFFIXES, expand_paths
 
 pytest.importorskip("pyarrow")
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from samflow.errors import InputError
-from samflow.types import (
+from samflow.engine.types import (
     PAYLOAD_TYPES,
     Boxes,
     FilePath,
@@ -21,12 +20,13 @@ from samflow.types import (
     Points,
     get_payload_type,
 )
+from samflow.errors import InputError
 
 
 def test_types_are_registered_by_name():
     for name in ("Image", "ImageEmbedding", "Points", "Boxes", "Masks", "Scores", "MaskLogits", "FilePath"):
         assert get_payload_type(name) is PAYLOAD_TYPES[name]
-    assert get_payload_type("samflow.types.Image") is None  # names only, never import paths
+    assert get_payload_type("samflow.engine.types.Image") is None  # names only, never import paths
 
 
 def test_points_shapes_and_coercion():

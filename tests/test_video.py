@@ -13,15 +13,15 @@ import pytest
 import yaml
 from composition_testing import one_torch_thread  # noqa: F401 (an autouse fixture)
 
-from samflow.cache import EmbeddingCache
 from samflow.cli import main
 from samflow.data.frames import FolderFrames, VideoFrames, open_frames
 from samflow.data.synthetic_video import MovingShape, write_frames, write_video
+from samflow.engine.cache import EmbeddingCache
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types.video import Frame
 from samflow.errors import InputError, NodeError
-from samflow.graph import Graph
-from samflow.scheduler import Scheduler
-from samflow.types_video import Frame
-from samflow.video import VideoRunner, frame_input, run_video
+from samflow.scale.video import VideoRunner, frame_input, run_video
 
 # A SAM reduced to its smallest working parts: per frame it costs milliseconds, so hundreds of frames stay quick.
 MICRO_SAM = {"encoder_embed_dim": 16, "encoder_depth": 1, "encoder_num_heads": 1, "encoder_global_attn_indexes": [0],

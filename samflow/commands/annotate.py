@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from samflow.engine_args import add_engine_arguments, annotate_on_ray, check_local
+from samflow.commands._engine_options import add_engine_arguments, annotate_on_ray, check_local
 from samflow.errors import InputError
 from samflow.fileio import write_atomic, write_json_atomic
-from samflow.runner import unique_stems
+from samflow.scale.runner import unique_stems
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from samflow.runner import IMAGE_SUFFIXES, expand_paths
+    from samflow.scale.runner import IMAGE_SUFFIXES, expand_paths
 
     check_local(args, ray_workers=True)
     if args.engine == "ray":
@@ -122,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
 def _generator(args: argparse.Namespace, params: dict[str, Any]) -> Any:
     import torch
 
-    from samflow.amg import SamAutomaticMaskGenerator, cached_embedder
-    from samflow.cache import EmbeddingCache
+    from samflow.engine.cache import EmbeddingCache
     from samflow.models.sam import build_sam
+    from samflow.predict.amg import SamAutomaticMaskGenerator, cached_embedder
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise InputError(f"checkpoint not found: {args.checkpoint}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from samflow.demo import run_demo
+from samflow.demos.scenes import run_demo
 from samflow.errors import InputError
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     for name, path in result.files.items():
         print(f"{name:>10}: {path}")
     if args.text:
-        from samflow.models.text.demo import run_text_demo
+        from samflow.demos.text import run_text_demo
 
         for name, path in run_text_demo(args.out, args.text, image=image, seed=args.seed, model=args.model,
                                         checkpoint=args.checkpoint).items():

@@ -6,8 +6,8 @@ import argparse
 import logging
 
 from samflow.errors import InputError
-from samflow.eval import evaluate, load_dataset, write_reports
-from samflow.eval_auto import automatic_mask_recall
+from samflow.evaluation.auto import automatic_mask_recall
+from samflow.evaluation.points import evaluate, load_dataset, write_reports
 from samflow.models.sam.build import build_sam
 
 log = logging.getLogger(__name__)

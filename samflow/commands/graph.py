@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from samflow.diagram import to_dot, to_mermaid
-from samflow.graph import Graph
+from samflow.engine.diagram import to_dot, to_mermaid
+from samflow.engine.graph import Graph
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from samflow.registry import node_types
+from samflow.engine.registry import node_types
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

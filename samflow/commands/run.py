@@ -8,12 +8,12 @@ from typing import Any
 
 import yaml
 
-from samflow.cache import EmbeddingCache
-from samflow.engine_args import add_engine_arguments, check_local, ray_options
+from samflow.commands._engine_options import add_engine_arguments, check_local, ray_options
+from samflow.engine.cache import EmbeddingCache
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
 from samflow.errors import InputError
-from samflow.graph import Graph
-from samflow.runner import plan_items, run_graph
-from samflow.scheduler import Scheduler
+from samflow.scale.runner import plan_items, run_graph
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace, graph: Graph, budget: int | None) -> int:
-    from samflow import distributed
-    from samflow.jobs import GraphJob
+    from samflow.scale import distributed
+    from samflow.scale.jobs import GraphJob
 
     if args.cache:
         raise InputError("--cache (an on-disk embedding cache) is not shared by Ray workers; leave it out")

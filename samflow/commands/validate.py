@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from samflow.engine.graph import Graph
 from samflow.errors import GraphError
-from samflow.graph import Graph
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

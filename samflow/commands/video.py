@@ -6,9 +6,9 @@ import argparse
 import logging
 
 from samflow.commands.run import _pairs, yaml_overrides
+from samflow.engine.graph import Graph
 from samflow.errors import InputError
-from samflow.graph import Graph
-from samflow.video import frame_input, run_video
+from samflow.scale.video import frame_input, run_video
 
 log = logging.getLogger(__name__)
 

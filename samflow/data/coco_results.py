@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from samflow.engine.types.detect import Detections
 from samflow.errors import InputError
-from samflow.types_detect import Detections
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from samflow.data.gaze import TIME_COLUMNS
+from samflow.engine.types.video import Frame
 from samflow.errors import InputError
-from samflow.runner import IMAGE_SUFFIXES
-from samflow.types_video import Frame
+from samflow.scale.runner import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -100,7 +100,7 @@ def write_depth_demo(folder: str | Path, height: int = 192, width: int = 256, se
     intrinsics.json, instances.json (COCO: the objects' boxes and names) and detections.json (COCO results)."""
     from PIL import Image
 
-    from samflow.data.depth import write_depth_png
+    from samflow.ops.depth import write_depth_png
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

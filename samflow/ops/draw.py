@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from samflow.engine.types import Boxes, Masks, Points
 from samflow.errors import InputError
-from samflow.types import Boxes, Masks, Points
 
 # Distinct colours for prompt sets (tab10), cycled when there are more sets.
 PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),

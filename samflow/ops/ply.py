@@ -1,4 +1,4 @@
-"""A binary PLY writer for coloured point clouds (samflow's own: no GPL dependency).
+"""Binary PLY encoding of coloured point clouds (samflow's own: no GPL dependency).
 
 Format: `binary_little_endian 1.0`, one `vertex` element with float x, y, z and uchar red, green, blue, written
 as one packed record array. Any PLY reader (Open3D, MeshLab, CloudCompare, plyfile) opens it.
@@ -6,12 +6,9 @@ as one packed record array. Any PLY reader (Open3D, MeshLab, CloudCompare, plyfi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from samflow.errors import InputError
-from samflow.fileio import atomic_path
 
 VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 
@@ -25,13 +22,9 @@ def ply_header(count: int, comment: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None,
-              comment: str | None = "written by samflow") -> Path:
-    """Write points float (M, 3) with colours uint8 (M, 3) (grey when None) to `path`; return it.
-
-    The file is written beside its final name and renamed, so a reader never sees half a cloud.
-    """
-    path = Path(path)
+def encode_ply(points: np.ndarray, colors: np.ndarray | None = None, comment: str | None = "written by samflow"
+               ) -> bytes:
+    """The binary PLY of points float (M, 3) with colours uint8 (M, 3) (grey when None)."""
     points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     if colors is None:
         colors = np.full(points.shape, 200, np.uint8)
@@ -43,7 +36,4 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
     records = np.empty(points.shape[0], VERTEX)
     records["x"], records["y"], records["z"] = points.T
     records["red"], records["green"], records["blue"] = colors.T
-    with atomic_path(path) as tmp, tmp.open("wb") as file:
-        file.write(ply_header(points.shape[0], comment))
-        file.write(records.tobytes())
-    return path
+    return ply_header(points.shape[0], comment) + records.tobytes()

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from samflow.segmenter import Segmenter
+from samflow.predict.segmenter import Segmenter
 from samflow.serve.errors import ErrorResponse, InternalErrorMiddleware, install_error_handlers
 from samflow.serve.limits import BodyLimitMiddleware
 from samflow.serve.schemas import (

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from samflow.engine.types import Image, Masks, Payload
 from samflow.ops import rle
 from samflow.serve.schemas import MaskOut
-from samflow.types import Image, Masks, Payload
 
 
 def png_base64(pixels: np.ndarray) -> str:

@@ -15,12 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from samflow.cache import EmbeddingCache, content_key
+from samflow.engine.cache import EmbeddingCache, content_key
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import FilePath, Image
 from samflow.errors import GraphError, InputError, NodeError, SamflowError
-from samflow.graph import Graph
-from samflow.prompts import Prompts
-from samflow.scheduler import Scheduler
-from samflow.segmenter import Segmenter, resolve_device
+from samflow.predict.prompts import Prompts
+from samflow.predict.segmenter import Segmenter, resolve_device
+from samflow.predict.textprompt import TextPromptsUnavailable, text_prompts_available
 from samflow.serve.encode import masks_out, payload_json
 from samflow.serve.errors import ApiError
 from samflow.serve.schemas import (
@@ -35,8 +37,6 @@ from samflow.serve.schemas import (
 )
 from samflow.serve.settings import ServiceSettings
 from samflow.serve.uploads import decode_image
-from samflow.textprompt import TextPromptsUnavailable, text_prompts_available
-from samflow.types import FilePath, Image
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import warnings
 import numpy as np
 from fastapi import Request
 
+from samflow.engine.types import Image
 from samflow.serve.errors import ApiError
-from samflow.types import Image
 
 
 async def read_upload(request: Request) -> bytes:

@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from samflow.data.captions import TEMPLATES, caption, object_name, unique_objects
 from samflow.data.synthetic import render_scene, scene_rng
 from samflow.errors import InputError
 from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
 from samflow.models.sam.checkpoint import model_fingerprint
 from samflow.models.sam.sam import Sam
 from samflow.models.text.adapter import AdapterConfig, PromptAdapter, adapter_path_for, save_adapter
-from samflow.models.text.captions import TEMPLATES, caption, object_name, unique_objects
 from samflow.models.text.clip import ClipModel, load_clip
 from samflow.train.config import read_yaml_recipe
 
@@ -103,7 +103,7 @@ class ObjectSet:
 @torch.no_grad()
 def build_objects(sam: Sam, clip: ClipModel, seed: int, count: int, min_area: int) -> ObjectSet:
     """Render scenes, encode them with SAM once, and embed every object of at least `min_area` pixels with CLIP."""
-    from samflow.predictor import SamPredictor
+    from samflow.predict.predictor import SamPredictor
 
     predictor = SamPredictor(sam)
     features, scene_idx, targets, masks, embs, names, points, unique = [], [], [], [], [], [], [], []
@@ -337,7 +337,7 @@ def prepare_objects(config: TextAdapterConfig, sam: Sam, clip: ClipModel) -> tup
 
 def load_frozen_models(config: TextAdapterConfig) -> tuple[Sam, ClipModel]:
     """SAM and CLIP of `config`, frozen, on its device (`auto`: cuda when available)."""
-    from samflow.segmenter import resolve_device
+    from samflow.predict.segmenter import resolve_device
 
     device = resolve_device(None if config.device == "auto" else config.device)
     sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=_sam_checkpoint(config.sam),

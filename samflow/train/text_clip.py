@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from samflow.data.captions import caption, is_small, object_name
 from samflow.data.synthetic import render_scene, scene_rng
 from samflow.errors import InputError
-from samflow.models.text.captions import caption, is_small, object_name
 from samflow.models.text.clip import ClipModel, build_open_clip, resolve_clip_config, save_clip
 from samflow.models.text.crops import crop_windows, masked_crops
 from samflow.train.config import read_yaml_recipe
@@ -122,7 +122,7 @@ def calibrate_threshold(clip: ClipModel, calib: CropSet, image_side: int) -> dic
     scene); absent scores = the best cosine of an absent name over all the scene's crops. The threshold maximises
     the balanced accuracy of the two; returns it with the accuracies it reaches.
     """
-    from samflow.models.text.captions import absent_names, unique_objects
+    from samflow.data.captions import absent_names, unique_objects
 
     image_emb = clip.embed_images(calib.crops.float() / 255)
     present, absent = [], []
@@ -148,7 +148,7 @@ def calibrate_threshold(clip: ClipModel, calib: CropSet, image_side: int) -> dic
 
 def top1_accuracy(clip: ClipModel, calib: CropSet) -> float:
     """How often 'a <name>' picks its own object among the crops of its scene (names unique in the scene)."""
-    from samflow.models.text.captions import unique_objects
+    from samflow.data.captions import unique_objects
 
     image_emb = clip.embed_images(calib.crops.float() / 255)
     hits = total = 0

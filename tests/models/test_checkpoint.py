@@ -7,10 +7,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from official_reference import official_sam, perturb_
 
 from samflow import CheckpointError, SamConfig, build_sam
 from samflow.models.sam import config_from_state_dict, save_checkpoint
-from samflow.models.sam.reference import official_sam, perturb_
 from samflow.models.sam.sam import Sam
 from tests.conftest import SMALL
 

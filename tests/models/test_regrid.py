@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from official_reference import official_sam
 
 from samflow.errors import CheckpointError
 from samflow.models.sam import SamConfig, build_sam
-from samflow.models.sam.reference import official_sam
 from samflow.models.sam.regrid import regrid_patch_filter, regrid_pos_embed, regrid_rel_pos, regrid_state_dict
 from samflow.models.sam.sam import Sam
 

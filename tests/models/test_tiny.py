@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from official_reference import official_sam
 from segment_anything import SamPredictor as OfficialPredictor
 
-from samflow.eval import evaluate, synthetic_scenes
+from samflow.evaluation.points import evaluate, synthetic_scenes
 from samflow.models.sam import SamConfig, build_sam, read_state_dict
 from samflow.models.sam.build import SHIPPED_WEIGHTS
 from samflow.models.sam.checkpoint import config_from_metadata
-from samflow.models.sam.reference import official_sam
-from samflow.predictor import SamPredictor
+from samflow.predict.predictor import SamPredictor
 
 WEIGHTS = SHIPPED_WEIGHTS["tiny"]
 pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="shipped tiny weights not present")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from samflow.cache import EmbeddingCache
+from samflow.engine.cache import EmbeddingCache
+from samflow.engine.registry import load_node_types
+from samflow.engine.scheduler import ItemContext
 from samflow.pool import ModelPool
-from samflow.registry import load_node_types
-from samflow.scheduler import ItemContext
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,14 +14,14 @@ from graph_testing import SMALL_SAM, make_checkpoint, make_images
 
 from samflow.data.coco_results import DetectionFile, write_results
 from samflow.data.demo import write_detect_demo
-from samflow.detectors import register_detector, unregister_detector
+from samflow.engine.graph import Graph
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Boxes, Image
+from samflow.engine.types.detect import Detections, InstanceMasks, to_supervision
+from samflow.engine.types.video import Frame
 from samflow.errors import CheckpointError, InputError, NodeError
-from samflow.graph import Graph
 from samflow.models.sam.build import SHIPPED_WEIGHTS
-from samflow.scheduler import Scheduler
-from samflow.types import Boxes, Image
-from samflow.types_detect import Detections, InstanceMasks, to_supervision
-from samflow.types_video import Frame
+from samflow.predict.detectors import register_detector, unregister_detector
 
 TINY_WEIGHTS = SHIPPED_WEIGHTS["tiny"]
 
@@ -209,7 +209,7 @@ def test_to_supervision():
     assert converted.class_id.tolist() == [3, 5] and list(converted.data["class_name"]) == ["cup", "fork"]
     assert converted.confidence.tolist() == pytest.approx([0.7, 0.6])
     assert converted.data["sam_score"].tolist() == pytest.approx([0.9, 0.8])
-    from samflow.types import Masks
+    from samflow.engine.types import Masks
 
     plain = to_supervision(Masks(data[:, :1]))
     assert plain.xyxy.tolist() == [[0, 0, 0, 0], [1, 6, 4, 9]] and plain.class_id is None

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from composition_testing import one_torch_thread  # noqa: F401 (an autouse fixture)
 
-from samflow.cache import EmbeddingCache
 from samflow.data.frames import VideoFrames
 from samflow.data.gaze import read_gaze_csv
 from samflow.data.synthetic_video import (
@@ -20,18 +19,19 @@ from samflow.data.synthetic_video import (
     write_gaze_aria,
     write_video,
 )
+from samflow.engine.cache import EmbeddingCache
+from samflow.engine.graph import Graph
+from samflow.engine.node import Input, Node
+from samflow.engine.registry import register
+from samflow.engine.scheduler import Scheduler
+from samflow.engine.types import Image, Masks, Points
+from samflow.engine.types.video import Frame
 from samflow.errors import GraphError, InputError, NodeError
-from samflow.graph import Graph
 from samflow.models.sam.build import SHIPPED_WEIGHTS
-from samflow.node import Input, Node
 from samflow.ops import fixations
 from samflow.ops.gaze_projection import cpf_points, pixel_angles, project_pinhole, transform_points
 from samflow.ops.timealign import NearestSample, nearest_samples
-from samflow.registry import register
-from samflow.scheduler import Scheduler
-from samflow.types import Image, Masks, Points
-from samflow.types_video import Frame
-from samflow.video import VideoRunner
+from samflow.scale.video import VideoRunner
 
 TINY_WEIGHTS = SHIPPED_WEIGHTS["tiny"]
 

@@ -10,14 +10,14 @@ import pytest
 from composition_testing import read_ply
 from PIL import Image as PILImage
 
-from samflow.data.depth import write_depth_png
+from samflow.data.ply import write_ply
 from samflow.data.synthetic_depth import depth_scene, plane_depth, rays
+from samflow.engine.graph import Graph
+from samflow.engine.types import Image, Masks
+from samflow.engine.types.geometry import Depth, Intrinsics, PointCloud
 from samflow.errors import GraphError, InputError
-from samflow.graph import Graph
 from samflow.ops import pointcloud
-from samflow.ops.ply import write_ply
-from samflow.types import Image, Masks
-from samflow.types_3d import Depth, Intrinsics, PointCloud
+from samflow.ops.depth import write_depth_png
 
 FX, FY, CX, CY = 120.0, 110.0, 31.5, 23.5
 NORMAL = np.array([0.2, -0.1, -1.0]) / np.linalg.norm([0.2, -0.1, -1.0])

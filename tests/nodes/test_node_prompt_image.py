@@ -9,8 +9,8 @@ import pytest
 from PIL import Image as PILImage
 from pydantic import ValidationError
 
+from samflow.engine.types import FilePath
 from samflow.errors import InputError
-from samflow.types import FilePath
 
 
 def test_points_from_params_and_file(ctx, tmp_path):

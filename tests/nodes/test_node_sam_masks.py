@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
+from samflow.engine.types import Boxes, Image, ImageEmbedding, Masks, Points
 from samflow.errors import InputError
-from samflow.predictor import SamPredictor
-from samflow.types import Boxes, Image, ImageEmbedding, Masks, Points
+from samflow.predict.predictor import SamPredictor
 
 SMALL_SAM = {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": [1],
              "image_size": 128, "window_size": 4}

@@ -39,10 +39,10 @@ def small_sam():
 
 @pytest.fixture
 def ctx(tmp_path):
-    from samflow.cache import EmbeddingCache
+    from samflow.engine.cache import EmbeddingCache
+    from samflow.engine.registry import load_node_types
+    from samflow.engine.scheduler import ItemContext
     from samflow.pool import ModelPool
-    from samflow.registry import load_node_types
-    from samflow.scheduler import ItemContext
 
     load_node_types()
     return ItemContext("item", tmp_path, ModelPool(), EmbeddingCache(max_bytes=1 << 26))

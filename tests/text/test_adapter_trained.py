@@ -15,7 +15,7 @@ SCENES = 6
 @needs_shipped_text
 def test_text_and_image_paths_share_one_prompt_space():
     from samflow.models.sam import build_sam
-    from samflow.models.text.prompt import load_text_models
+    from samflow.predict.text import load_text_models
     from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate, text_embeddings
 
     sam = build_sam("tiny", device="cpu")

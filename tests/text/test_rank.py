@@ -92,8 +92,8 @@ def test_contrast_mode_for_uncalibrated_models(scene):
 def test_shipped_clip_ranks_held_out_scenes():
     """Over held-out scenes: a caption naming an object unique in its scene picks it; a caption naming nothing in
     the scene keeps nothing (ground-truth masks as the proposals)."""
+    from samflow.data.captions import absent_names, caption, unique_objects
     from samflow.data.synthetic import render_scene, scene_rng
-    from samflow.models.text.captions import absent_names, caption, unique_objects
     from samflow.models.text.clip import get_clip
 
     clip = get_clip("clip_tiny", device="cpu")

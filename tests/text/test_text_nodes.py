@@ -9,10 +9,10 @@ import pytest
 import torch
 from text_testing import SMALL_SAM, needs_shipped_text
 
-from samflow.graph import Graph
+from samflow.engine.graph import Graph
+from samflow.engine.types import Image, Masks, TextEmbedding
 from samflow.models.text.adapter import AdapterConfig, PromptAdapter, save_adapter
 from samflow.models.text.clip import load_clip
-from samflow.types import Image, Masks, TextEmbedding
 
 GRAPH = Path(__file__).resolve().parents[2] / "graphs" / "text_to_mask.yaml"
 
@@ -49,9 +49,9 @@ def test_clip_text_node(ctx, clip_file):
 def test_decoder_text_input_with_points(ctx, clip_file, adapter_file, picture):
     from samflow.nodes.sam import SamDecoder, SamEncoder
 
-    from samflow.models.text.prompt import TextSamPredictor, get_adapter
-    from samflow.predictor import EncodedImage
-    from samflow.types import Points
+    from samflow.engine.types import Points
+    from samflow.predict.predictor import EncodedImage
+    from samflow.predict.text import TextSamPredictor, get_adapter
 
     torch.manual_seed(0)
     embedding = SamEncoder({"model": SMALL_SAM, "device": "cpu"}).run(ctx, image=picture)["embedding"]

@@ -17,8 +17,8 @@ from samflow.models.text.adapter import (
     load_adapter,
     save_adapter,
 )
-from samflow.models.text.prompt import TextSamPredictor
-from samflow.predictor import SamPredictor
+from samflow.predict.predictor import SamPredictor
+from samflow.predict.text import TextSamPredictor
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_adapter_file_round_trip_and_errors(adapter, tmp_path):
 
 
 def test_text_tokens_for_refuses_another_clip(adapter, small_sam):
-    from samflow.models.text.prompt import text_tokens_for
+    from samflow.predict.text import text_tokens_for
 
     adapter = PromptAdapter(adapter.config.model_copy(update={"clip_fingerprint": "abc"}))
     features = torch.randn(1, 256, 8, 8)
@@ -201,7 +201,7 @@ def test_text_tokens_for_refuses_another_clip(adapter, small_sam):
 
 def test_hook_needs_the_image_and_refuses_other_sam_weights(adapter, small_sam, clip_file):
     from samflow.models.text.clip import load_clip
-    from samflow.models.text.prompt import TextModels, text_prompt_tokens
+    from samflow.predict.text import TextModels, text_prompt_tokens
 
     clip = load_clip(None, clip_file)
     models = TextModels(clip, PromptAdapter(adapter.config.model_copy(update={"sam_fingerprint": "other"})))

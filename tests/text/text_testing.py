@@ -18,7 +18,7 @@ SMALL_SAM = {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2
 
 def shipped_text_models_present() -> bool:
     from samflow.models.sam.build import SHIPPED_WEIGHTS
-    from samflow.models.text.prompt import default_adapter_path
+    from samflow.predict.text import default_adapter_path
 
     return SHIPPED_CLIP["clip_tiny"][1].is_file() and SHIPPED_WEIGHTS["tiny"].is_file() \
         and default_adapter_path("tiny").is_file()

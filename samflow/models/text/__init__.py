@@ -1,7 +1,8 @@
-"""Text prompts for SAM: CLIP (open_clip, local files only) text and image embeddings, the prompt adapter that turns
-a CLIP embedding into SAM prompt tokens, and CLIP ranking of mask proposals.
+"""Text models for SAM: CLIP (open_clip, local files only) text and image embeddings, the prompt adapter that turns
+a CLIP embedding into SAM prompt tokens, and CLIP ranking of mask proposals. Plain torch: text prompting through a
+predictor is `samflow.predict.text`.
 
-    from samflow.models.text import load_text_models, text_prompt_tokens, TextSamPredictor, rank_masks
+    from samflow.models.text import load_clip, load_adapter, rank_masks
 """
 
 from samflow.models.text.adapter import (
@@ -13,13 +14,6 @@ from samflow.models.text.adapter import (
 )
 from samflow.models.text.clip import ClipConfig, ClipModel, get_clip, load_clip, save_clip
 from samflow.models.text.crops import masked_crops
-from samflow.models.text.prompt import (
-    TextModels,
-    TextSamPredictor,
-    load_text_models,
-    text_prompt_tokens,
-    text_tokens_for,
-)
 from samflow.models.text.rank import RankResult, rank_masks
 
 __all__ = [
@@ -28,17 +22,12 @@ __all__ = [
     "ClipModel",
     "PromptAdapter",
     "RankResult",
-    "TextModels",
-    "TextSamPredictor",
     "adapter_path_for",
     "get_clip",
     "load_adapter",
     "load_clip",
-    "load_text_models",
     "masked_crops",
     "rank_masks",
     "save_adapter",
     "save_clip",
-    "text_prompt_tokens",
-    "text_tokens_for",
 ]

@@ -102,7 +102,7 @@ def resolve_clip_config(model: str | Path | Mapping[str, Any] | None,
 
     cfg = open_clip.get_model_config(text)
     if cfg is None:
-        from samflow.registry import nearest
+        from samflow.engine.registry import nearest
 
         known = list(SHIPPED_CLIP) + open_clip.list_models()
         hint = nearest(text, known)

@@ -26,8 +26,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from samflow.data.captions import NEUTRAL_CAPTIONS
 from samflow.errors import InputError
-from samflow.models.text.captions import NEUTRAL_CAPTIONS
 from samflow.models.text.clip import ClipModel
 
 log = logging.getLogger(__name__)

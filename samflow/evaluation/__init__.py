@@ -1,0 +1,1 @@
+"""Evaluation tasks: the single-point protocol with box and click mIoU (`points`) and automatic-mask recall (`auto`)."""

@@ -1,0 +1,448 @@
+"""SamAutomaticMaskGenerator: masks for a whole image from a grid of point prompts (SAM's data engine).
+
+A drop-in for `segment_anything.SamAutomaticMaskGenerator`: the same parameters, defaults and records, and the same
+masks. It does less work to get them:
+
+- with samflow's decoder, the transformer and the IoU head run for every prompt, but the mask upscaling (the
+  decoder's output stage) runs only for prompts with a candidate whose predicted IoU passes `pred_iou_thresh`, and
+  only those candidates are brought to full resolution; the official upscales and resizes every candidate first
+  and filters afterwards. IoU filtering needs no mask, so this changes no decision;
+- the transformer, the upscaling and the full-resolution logits run in chunks (CHUNK_ELEMENTS), so peak memory
+  does not grow with `points_per_batch`; a prompt's result does not depend on its batch-mates;
+- on the CPU, stability counts, binarisation and boxes run in numpy (several times faster than torch's bool
+  reductions); surviving masks are kept as run-length counts, never as a stack of dense full-size masks;
+- small-region clean-up uses samflow's own connected components (no OpenCV).
+
+Stability scores are computed on the same full-resolution logits as the official (made by the model's own
+`postprocess_masks`), so every decision (IoU and stability thresholds, crop-edge filter, NMS within and between
+crops, small-region clean-up) is taken on the same numbers, in the same order. tests/test_amg.py checks records
+for equality with the official generator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, box_area
+
+from samflow.errors import InputError
+from samflow.ops import amg as ops
+from samflow.ops import rle as rle_ops
+from samflow.ops.image import to_rgb_uint8
+from samflow.ops.transforms import ResizeLongestSide
+from samflow.predict.predictor import EncodedImage, SamPredictor
+
+log = logging.getLogger(__name__)
+
+# Default chunk sizes keep the largest intermediate of each step near this many elements (64 MiB in float32):
+# big enough for efficient kernels, small enough that peak memory does not grow with points_per_batch.
+CHUNK_ELEMENTS = 2**24
+
+OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+
+__all__ = ["GeneratedMasks", "SamAutomaticMaskGenerator", "cached_embedder"]
+
+
+@dataclass
+class GeneratedMasks:
+    """Masks of one image as run-length counts, with their scores, in the order of the official records.
+
+    counts: N int64 arrays (uncompressed COCO RLE counts, column-major); boxes: int64 (N, 4) XYXY inclusive;
+    predicted_iou, stability_score: float32 (N,); points: float64 (N, 2) x, y; crop_boxes: int64 (N, 4) XYXY;
+    size: (H, W) of the image.
+    """
+
+    counts: list[np.ndarray]
+    boxes: np.ndarray
+    predicted_iou: np.ndarray
+    stability_score: np.ndarray
+    points: np.ndarray
+    crop_boxes: np.ndarray
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def rle(self, index: int) -> dict[str, Any]:
+        """Uncompressed RLE of one mask: {"size": [H, W], "counts": [int, ...]}."""
+        return {"size": list(self.size), "counts": self.counts[index].tolist()}
+
+    def mask(self, index: int) -> np.ndarray:
+        """bool (H, W)."""
+        return rle_ops.decode({"size": list(self.size), "counts": self.counts[index]})
+
+    def masks(self) -> np.ndarray:
+        """bool (N, H, W): every mask, dense (large for big images and many masks)."""
+        out = np.zeros((len(self), *self.size), dtype=bool)
+        for i in range(len(self)):
+            out[i] = self.mask(i)
+        return out
+
+    def area(self, index: int) -> int:
+        return int(self.counts[index][1::2].sum())
+
+    def records(self, output_mode: OutputMode = "binary_mask") -> list[dict[str, Any]]:
+        """The official generator's records: segmentation, area, bbox (XYWH), predicted_iou, point_coords,
+        stability_score, crop_box (XYWH)."""
+        if output_mode not in OUTPUT_MODES:
+            raise InputError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
+        bboxes = ops.box_xyxy_to_xywh(self.boxes).tolist()
+        crops = ops.box_xyxy_to_xywh(self.crop_boxes).tolist()
+        out = []
+        for i in range(len(self)):
+            if output_mode == "binary_mask":
+                segmentation: Any = self.mask(i)
+            elif output_mode == "coco_rle":
+                segmentation = rle_ops.uncompressed_to_compressed({"size": list(self.size), "counts": self.counts[i]})
+            else:
+                segmentation = self.rle(i)
+            out.append({
+                "segmentation": segmentation,
+                "area": self.area(i),
+                "bbox": bboxes[i],
+                "predicted_iou": self.predicted_iou[i].item(),
+                "point_coords": [self.points[i].tolist()],
+                "stability_score": self.stability_score[i].item(),
+                "crop_box": crops[i],
+            })
+        return out
+
+    def select(self, keep: np.ndarray | torch.Tensor) -> GeneratedMasks:
+        """The masks at `keep` (indices, in that order, or a bool mask)."""
+        keep = keep.cpu().numpy() if isinstance(keep, torch.Tensor) else np.asarray(keep)
+        index = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(np.int64)
+        return GeneratedMasks([self.counts[i] for i in index], self.boxes[index], self.predicted_iou[index],
+                              self.stability_score[index], self.points[index], self.crop_boxes[index], self.size)
+
+    @classmethod
+    def concat(cls, parts: list[GeneratedMasks], size: tuple[int, int]) -> GeneratedMasks:
+        if not parts:
+            return cls.empty(size)
+        return cls([c for p in parts for c in p.counts], np.concatenate([p.boxes for p in parts]),
+                   np.concatenate([p.predicted_iou for p in parts]),
+                   np.concatenate([p.stability_score for p in parts]),
+                   np.concatenate([p.points for p in parts]), np.concatenate([p.crop_boxes for p in parts]), size)
+
+    @classmethod
+    def empty(cls, size: tuple[int, int]) -> GeneratedMasks:
+        return cls([], np.zeros((0, 4), np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                   np.zeros((0, 2)), np.zeros((0, 4), np.int64), size)
+
+
+class SamAutomaticMaskGenerator:
+    """Generate masks for a whole image: prompt SAM with a grid of points (on the image and, with
+    `crop_n_layers > 0`, on overlapping crops), keep masks the model rates well (`pred_iou_thresh`) that are stable
+    under a shift of the logit cutoff (`stability_score_thresh`), and remove duplicates by box NMS.
+
+    Parameters and defaults are the official ones (see `segment_anything.SamAutomaticMaskGenerator`). Additions,
+    keyword-only: `embed` maps an RGB crop (H, W, 3) to its `EncodedImage` (default: the model's encoder; pass a
+    cache-backed function to reuse embeddings); the chunk sizes bound memory without changing results:
+    `decoder_chunk` prompts go through the transformer at once, `upscale_chunk` prompts through the mask
+    upscaling, `postprocess_chunk` masks are held at full resolution (default: sized so that each step's largest
+    tensor holds about CHUNK_ELEMENTS floats).
+    """
+
+    def __init__(self, model: torch.nn.Module, points_per_side: int | None = 32, points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
+                 stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
+                 crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
+                 crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
+                 min_mask_region_area: int = 0, output_mode: OutputMode = "binary_mask", *,
+                 embed: Callable[[np.ndarray], EncodedImage] | None = None, postprocess_chunk: int | None = None,
+                 decoder_chunk: int | None = None, upscale_chunk: int | None = None) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise InputError("give exactly one of points_per_side and point_grids")
+        if points_per_side is not None:
+            if crop_n_points_downscale_factor < 1:
+                raise InputError(f"crop_n_points_downscale_factor must be >= 1, got {crop_n_points_downscale_factor}")
+            self.point_grids = ops.build_all_layer_point_grids(points_per_side, crop_n_layers,
+                                                               crop_n_points_downscale_factor)
+        else:
+            self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
+            if len(self.point_grids) < crop_n_layers + 1:
+                raise InputError(f"point_grids has {len(self.point_grids)} grids; crop_n_layers={crop_n_layers} "
+                                 f"needs {crop_n_layers + 1} (one per layer)")
+        if output_mode not in OUTPUT_MODES:
+            raise InputError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
+        chunks = [c for c in (postprocess_chunk, decoder_chunk, upscale_chunk) if c is not None]
+        if min([points_per_batch, *chunks]) < 1:
+            raise InputError("points_per_batch and the chunk sizes must be at least 1")
+        if crop_n_layers < 0:
+            raise InputError(f"crop_n_layers must not be negative, got {crop_n_layers}")
+        self.model = model
+        self.predictor = SamPredictor(model)
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.embed = embed
+        self.postprocess_chunk = postprocess_chunk
+        self.decoder_chunk = decoder_chunk
+        self.upscale_chunk = upscale_chunk
+
+    # --- public -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray, embedding: EncodedImage | None = None) -> list[dict[str, Any]]:
+        """Records for the masks of an RGB uint8 (H, W, 3) image, as the official `generate` returns them.
+
+        `embedding`: the image's embedding when it is already computed (used for the whole-image crop).
+        """
+        return self.generate_masks(image, embedding).records(self.output_mode)
+
+    @torch.no_grad()
+    def generate_masks(self, image: np.ndarray, embedding: EncodedImage | None = None) -> GeneratedMasks:
+        """The masks as run-length counts with their scores (what `generate` formats into records)."""
+        image = to_rgb_uint8(image)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        if embedding is not None and tuple(embedding.original_size) != size:
+            raise InputError(f"the embedding is of a {embedding.original_size} image, not {size}")
+        crop_boxes, layers = ops.generate_crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
+        parts = []
+        for crop_box, layer in zip(crop_boxes, layers):
+            given = embedding if crop_box == [0, 0, size[1], size[0]] else None
+            parts.append(self._process_crop(image, crop_box, layer, size, given))
+        data = GeneratedMasks.concat(parts, size)
+        if len(crop_boxes) > 1 and len(data):
+            # Duplicates between crops: prefer masks from smaller crops.
+            crops = torch.as_tensor(data.crop_boxes)
+            keep = batched_nms(torch.as_tensor(data.boxes).float(), 1 / box_area(crops), torch.zeros(len(data)),
+                               iou_threshold=self.crop_nms_thresh)
+            data = data.select(keep)
+        if self.min_mask_region_area > 0 and len(data):
+            data = self._postprocess_small_regions(data, self.min_mask_region_area,
+                                                   max(self.box_nms_thresh, self.crop_nms_thresh))
+        return data
+
+    # --- crops and batches --------------------------------------------------------------------------------------
+
+    def _encode(self, crop: np.ndarray) -> EncodedImage:
+        if self.embed is not None:
+            return self.embed(crop)
+        return self.predictor.encode(crop)
+
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int, size: tuple[int, int],
+                      embedding: EncodedImage | None) -> GeneratedMasks:
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        crop_size = (int(crop.shape[0]), int(crop.shape[1]))
+        encoded = embedding if embedding is not None else self._encode(crop)
+        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        parts = [self._process_batch(encoded, points[start : start + self.points_per_batch], crop_box, size)
+                 for start in range(0, len(points), self.points_per_batch)]
+        data = GeneratedMasks.concat(parts, size)
+        log.debug("crop %s: %d masks before NMS", crop_box, len(data))
+        if len(data):
+            # Duplicates within the crop: keep the best predicted IoU.
+            keep = batched_nms(torch.as_tensor(data.boxes).float(), torch.as_tensor(data.predicted_iou),
+                               torch.zeros(len(data)), iou_threshold=self.box_nms_thresh)
+            data = data.select(keep)
+        data.boxes = data.boxes + np.array([x0, y0, x0, y0])
+        data.points = data.points + np.array([x0, y0])
+        data.crop_boxes = np.tile(np.array(crop_box, dtype=np.int64), (len(data), 1))
+        return data
+
+    def _decode(self, encoded: EncodedImage, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predicted IoUs of all candidates (B * K,), point-major as the official flattens them; the indices of
+        those passing `pred_iou_thresh` (n,); and their low-res logits (n, h, w).
+
+        With samflow's decoder the transformer runs `decoder_chunk` prompts at a time (a prompt's result does not
+        depend on its batch-mates) and masks are upscaled only for prompts with a passing candidate.
+        """
+        model = self.model
+        device = encoded.features.device
+        coords = torch.as_tensor(self.transform.apply_coords(points, encoded.original_size), device=device)
+        labels = torch.ones(coords.shape[0], dtype=torch.int, device=device)
+        sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
+        decoder = model.mask_decoder
+        image_pe = model.prompt_encoder.get_dense_pe()
+        multimask = slice(1, None)  # the three ambiguity-aware masks, as with multimask_output=True
+        if not hasattr(decoder, "attend"):
+            # A decoder without the split (e.g. the official one): everything at once, as the official does.
+            low_res, iou = decoder(image_embeddings=encoded.features, image_pe=image_pe,
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=True)
+            index = self._passing(iou.flatten().float())
+            k = iou.shape[1]
+            return iou.flatten().float(), index, low_res[index // k, index % k].float()
+
+        ious, indices, logits = [], [], []
+        grid = encoded.features.shape[-2:]
+        tokens_per_prompt = int(grid[0] * grid[1]) * int(encoded.features.shape[1])
+        decoder_chunk = self.decoder_chunk or max(1, CHUNK_ELEMENTS // tokens_per_prompt)
+        # The upscaling makes 64 channels at 2x and 32 at 4x the grid per prompt.
+        upscale_chunk = self.upscale_chunk or max(1, CHUNK_ELEMENTS // (768 * int(grid[0] * grid[1])))
+        for start in range(0, sparse.shape[0], decoder_chunk):
+            part = slice(start, start + decoder_chunk)
+            tokens, image_tokens = decoder.attend(encoded.features, image_pe, sparse[part],
+                                                  dense[part] if dense.shape[0] > 1 else dense)
+            iou = decoder.predict_iou(tokens)[:, multimask]
+            k = iou.shape[1]
+            iou = iou.flatten().float()
+            index = self._passing(iou)
+            prompts, which = torch.unique(index // k, return_inverse=True)
+            for first in range(0, len(prompts), upscale_chunk):
+                here = (which >= first) & (which < first + upscale_chunk)
+                chosen, picked = which[here], index[here]
+                low = decoder.masks_from_tokens(tokens, image_tokens, grid,
+                                                prompts[first : first + upscale_chunk])[:, multimask]
+                logits.append(low[chosen - first, picked % k].float())
+            del tokens, image_tokens
+            ious.append(iou)
+            indices.append(index + start * k)
+        if not logits:
+            logits.append(torch.zeros(0, *grid, device=device))
+        return torch.cat(ious), torch.cat(indices), torch.cat(logits)
+
+    def _passing(self, iou: torch.Tensor) -> torch.Tensor:
+        if self.pred_iou_thresh > 0.0:
+            return torch.nonzero(iou > self.pred_iou_thresh).flatten()
+        return torch.arange(len(iou), device=iou.device)
+
+    def _process_batch(self, encoded: EncodedImage, points: np.ndarray, crop_box: list[int],
+                       size: tuple[int, int]) -> GeneratedMasks:
+        # Candidates are (point, mask) pairs in the official order: point-major.
+        iou, index, low_res = self._decode(encoded, points)
+        k = len(iou) // max(len(points), 1)
+        if index.numel() == 0:
+            return GeneratedMasks.empty(size)
+
+        counts: list[np.ndarray] = []
+        kept, boxes, scores = [], [], []
+        side = self.model.image_encoder.img_size
+        per_mask = side * side + size[0] * size[1]  # the padded square, then the crop's size
+        chunk_size = self.postprocess_chunk or max(1, CHUNK_ELEMENTS // per_mask)
+        for start in range(0, low_res.shape[0], chunk_size):
+            chunk = low_res[start : start + chunk_size]
+            logits = self.model.postprocess_masks(chunk[:, None], encoded.input_size, encoded.original_size)[:, 0]
+            chosen, box, stability, masks = self._filter_chunk(logits, crop_box, size)
+            del logits
+            if len(chosen):
+                counts.extend(_rle_counts(masks, crop_box, size))
+            kept.append(chosen + start)
+            boxes.append(box)
+            scores.append(stability)
+        chosen = torch.as_tensor(np.concatenate(kept), dtype=torch.int64, device=index.device)
+        picked = index[chosen]
+        return GeneratedMasks(
+            counts,
+            np.concatenate(boxes).astype(np.int64),
+            iou[picked].cpu().numpy(),
+            np.concatenate(scores).astype(np.float32),
+            np.asarray(points, dtype=np.float64)[(picked // k).cpu().numpy()],
+            np.zeros((len(counts), 4), np.int64),
+            size,
+        )
+
+    def _filter_chunk(self, logits: torch.Tensor, crop_box: list[int], size: tuple[int, int]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Stability filter, binarisation and crop-edge filter of full-resolution logits (n, h, w).
+
+        Returns the kept rows, their boxes (crop frame), stability scores and bool masks (numpy). On the CPU the
+        counting runs in numpy, several times faster than torch's bool reductions; the numbers are the same.
+        """
+        threshold = self.model.mask_threshold
+        if logits.device.type == "cpu":
+            values = logits.numpy()
+            flat = values.reshape(len(values), -1)
+            high = np.array([np.count_nonzero(row > threshold + self.stability_score_offset) for row in flat])
+            low = np.array([np.count_nonzero(row > threshold - self.stability_score_offset) for row in flat])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                stability = high.astype(np.float32) / low.astype(np.float32)  # 0 / 0 is NaN, as official
+        else:
+            values = logits
+            stability = ops.stability_score(logits, threshold, self.stability_score_offset).cpu().numpy()
+        if self.stability_score_thresh > 0.0:
+            good = np.flatnonzero(stability >= self.stability_score_thresh)
+        else:
+            good = np.arange(len(stability))
+        if isinstance(values, torch.Tensor):
+            masks = (values[torch.as_tensor(good, device=values.device)] > threshold).cpu().numpy()
+        else:
+            masks = values[good] > threshold
+        box = ops.masks_to_boxes(masks)
+        # Masks cut by a crop border are left to the crops that see them whole.
+        inside = ~ops.boxes_near_crop_edge(torch.from_numpy(box), crop_box, [0, 0, size[1], size[0]]).numpy()
+        return good[inside], box[inside], stability[good[inside]], masks[inside]
+
+    # --- clean-up -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _postprocess_small_regions(data: GeneratedMasks, min_area: int, nms_thresh: float) -> GeneratedMasks:
+        """Fill small holes and drop small islands, then NMS again preferring masks that needed no change."""
+        new_counts, new_boxes, unchanged = [], [], []
+        for i in range(len(data)):
+            mask = data.mask(i)
+            mask, holes = ops.remove_small_regions(mask, min_area, mode="holes")
+            mask, islands = ops.remove_small_regions(mask, min_area, mode="islands")
+            changed = holes or islands
+            unchanged.append(float(not changed))
+            new_boxes.append(torch.from_numpy(ops.masks_to_boxes(mask)))
+            new_counts.append(_mask_counts(mask) if changed else data.counts[i])
+        boxes = torch.stack(new_boxes)
+        keep = batched_nms(boxes.float(), torch.as_tensor(unchanged), torch.zeros(len(boxes)),
+                           iou_threshold=nms_thresh)
+        data.counts = new_counts
+        data.boxes = boxes.numpy()
+        return data.select(keep)
+
+
+def cached_embedder(model: torch.nn.Module, cache: Any) -> Callable[[np.ndarray], EncodedImage]:
+    """An `embed` function that looks crops up in an EmbeddingCache before running the encoder.
+
+    Keys are those of the `sam.encoder` node (node id, model fingerprint, pixels), so an embedding computed by a
+    graph, or by an earlier run with an on-disk cache, is reused, and one computed here serves them in turn.
+    """
+    from samflow.engine.cache import content_key
+    from samflow.engine.types import Image, ImageEmbedding
+    from samflow.models.sam.checkpoint import model_fingerprint
+
+    predictor = SamPredictor(model)
+    fingerprint = model_fingerprint(model)
+
+    def embed(crop: np.ndarray) -> EncodedImage:
+        image = Image(np.ascontiguousarray(crop))
+        key = content_key("sam.encoder", fingerprint, image)
+        entry = cache.get(key)
+        if entry is not None and isinstance(entry.get("embedding"), ImageEmbedding):
+            found = entry["embedding"]
+            features = found.features.to(device=predictor.device, dtype=model.dtype)
+            return EncodedImage(features, tuple(found.original_size), tuple(found.input_size))
+        encoded = predictor.encode(image.data)
+        cache.put(key, {"embedding": ImageEmbedding(encoded.features, encoded.original_size, encoded.input_size,
+                                                    model_key=fingerprint, image_hash=image.content_hash,
+                                                    model=model)})
+        return encoded
+
+    return embed
+
+
+def _mask_counts(mask: np.ndarray) -> np.ndarray:
+    counts, _ = rle_ops._run_counts(mask[None])
+    return counts
+
+
+def _rle_counts(masks: np.ndarray, crop_box: list[int], size: tuple[int, int]) -> list[np.ndarray]:
+    """RLE counts of crop-frame bool masks (n, h, w) in the image frame (H, W)."""
+    x0, y0, x1, y1 = crop_box
+    h, w = size
+    if (x0, y0, x1, y1) != (0, 0, w, h):
+        full = np.zeros((len(masks), h, w), dtype=bool)
+        full[:, y0:y1, x0:x1] = masks
+        masks = full
+    counts, offsets = rle_ops._run_counts(masks)
+    return [counts[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
