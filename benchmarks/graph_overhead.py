@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
+from samflow.engine.context import ItemContext
 from samflow.engine.graph import Graph
 from samflow.engine.node import Input, Node
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext, Scheduler
+from samflow.engine.scheduler import Scheduler
 from samflow.engine.types import Boxes
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import Boxes, Image, ImageEmbedding, Masks, Scores
 from samflow.errors import NodeError
 

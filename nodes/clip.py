@@ -13,9 +13,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from samflow.devices import resolve_device
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import Image, Masks, Scores, TextEmbedding
 from samflow.errors import NodeError
 from samflow.models.text.rank import DEFAULT_QUALITY_WEIGHT, rank_masks
@@ -45,14 +46,13 @@ class ClipText(Node):
     outputs = {"text": TextEmbedding}
 
     def model(self, ctx: ItemContext) -> Any:
-        import torch
 
         from samflow.models.text.clip import get_clip
 
         p = self.params
         if p.checkpoint and not Path(p.checkpoint).is_file():
             raise NodeError(f"CLIP checkpoint not found: {p.checkpoint}")
-        device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(p.device)
         return get_clip(p.model, p.checkpoint, device, pool=ctx.models)
 
     def run(self, ctx: ItemContext) -> dict[str, TextEmbedding]:

@@ -19,14 +19,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from samflow.devices import resolve_device
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import Image, ImageEmbedding, MaskLogits, Masks, Scores
 from samflow.engine.types.detect import Detections, InstanceMasks
 from samflow.engine.types.video import Frame
 from samflow.errors import NodeError
-from samflow.scale.runner import IMAGE_SUFFIXES
+from samflow.ops.image import IMAGE_SUFFIXES
 
 
 class FilterParams(NodeParams):
@@ -98,10 +99,9 @@ class TorchvisionDetector(Node):
     outputs = {"detections": Detections}
 
     def model(self, ctx: ItemContext) -> Any:
-        import torch
 
         p = self.params
-        device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(p.device)
         key = ("torchvision", p.model, str(Path(p.weights).resolve()), p.num_classes, device,
                json.dumps(p.model_kwargs, sort_keys=True, default=str))
 

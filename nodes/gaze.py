@@ -19,9 +19,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from samflow.data.gaze import GazeTrack, read_gaze_csv
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import Masks, Points
 from samflow.engine.types.geometry import Intrinsics
 from samflow.engine.types.video import Frame, Gaze

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import FilePath, Image
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import Image, Masks
 from samflow.engine.types.geometry import Depth, Intrinsics, PointCloud
 from samflow.errors import InputError

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import Boxes, Image, Masks, Points
 from samflow.ops.draw import PALETTE, draw_overlay  # noqa: F401  (PALETTE: re-exported)
 
@@ -51,7 +51,10 @@ class OverlayMasks(Node):
 
     def run(self, ctx: ItemContext, image: Image, masks: Masks, points: Points | None = None,
             boxes: Boxes | None = None) -> dict[str, Image]:
-        picture = Image(draw_overlay(image.data, masks, points, boxes, self.params.alpha, self.params.best_only))
+        layers = masks.best()[:, None] if self.params.best_only else masks.data
+        picture = Image(draw_overlay(image.data, layers, points.coords if points is not None else None,
+                                     points.labels if points is not None else None,
+                                     boxes.xyxy if boxes is not None else None, self.params.alpha))
         path = ctx.output_path(self.params.file, who=self.type_id)
         from PIL import Image as PILImage
 

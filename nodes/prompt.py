@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import Boxes, Points
 
 

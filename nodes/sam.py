@@ -17,10 +17,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from samflow.devices import resolve_device
 from samflow.engine.cache import content_key
+from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.scheduler import ItemContext
 from samflow.engine.types import (
     Boxes,
     Image,
@@ -61,10 +62,9 @@ class SamEncoder(Node):
 
     def model(self, ctx: ItemContext) -> Any:
         """The SAM model these params name, from the process-wide pool."""
-        import torch
 
         p = self.params
-        device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(p.device)
         spec = p.model if isinstance(p.model, str) else p.model.model_dump_json()
         checkpoint = str(Path(p.checkpoint).resolve()) if p.checkpoint else None
         key = ("sam", spec, checkpoint, device, p.dtype or "float32")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 class SamflowError(Exception):
     """Base class of every error samflow raises on purpose."""
@@ -21,3 +23,14 @@ class GraphError(SamflowError):
 
 class NodeError(SamflowError):
     """A node failed while running on an item."""
+
+
+def nearest(name: str, choices: list[str] | set[str] | dict, limit: int = 3) -> list[str]:
+    """The closest names among `choices` (for 'did you mean' hints)."""
+    choices = list(choices)
+    found = difflib.get_close_matches(name, choices, n=limit, cutoff=0.5)
+    if not found and "." in name:
+        # 'decoder' alone is a good hint for 'sam.decoder' even when the family is wrong.
+        tail = name.split(".")[-1]
+        found = [c for c in choices if c.split(".")[-1].split("@")[0] == tail][:limit]
+    return found

@@ -153,7 +153,7 @@ def test_click_accept_export_in_the_browser(page, tmp_path, monkeypatch):
         coords = torch.tensor([[[60.0, 180.0]]])
         return sam_model.prompt_encoder._embed_points(coords, torch.ones(1, 1, dtype=torch.int), pad=True)
 
-    monkeypatch.setitem(sys.modules, "samflow.models.text", types.SimpleNamespace(text_prompt_tokens=click_tokens))
+    monkeypatch.setitem(sys.modules, "samflow.predict.text", types.SimpleNamespace(text_prompt_tokens=click_tokens))
     page.keyboard.press("Escape")
     page.fill("#text", "a red star")
     sent, answer, _ = prompt_and_wait(page, lambda: page.click("#text-go"))

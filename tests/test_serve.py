@@ -149,7 +149,7 @@ def test_documented_errors(service, uploaded, monkeypatch):
     _error(client.get("/api/nothing-here"), 404, "not_found")
     _error(client.delete(seg), 405, "method_not_allowed")
     # Text prompts without text models (whatever this checkout has): a clear 422, and the service keeps going.
-    monkeypatch.setitem(sys.modules, "samflow.models.text", types.SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "samflow.predict.text", types.SimpleNamespace())
     assert "text prompts need" in _error(post(seg, json={"text": "a red star"}), 422, "text_prompts_unavailable")
     assert client.get("/api/health").json()["text_prompts"] is False
     # Graph runs.

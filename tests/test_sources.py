@@ -9,8 +9,9 @@ import pytest
 from graph_testing import make_images
 
 from samflow.errors import InputError
+from samflow.ops.image import IMAGE_SUFFIXES
 from samflow.scale import sources
-from samflow.scale.runner import IMAGE_SUFFIXES, expand_paths
+from samflow.scale.runner import expand_paths
 
 pytest.importorskip("pyarrow")
 

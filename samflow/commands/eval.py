@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from samflow.devices import resolve_device
 from samflow.errors import InputError
 from samflow.evaluation.auto import automatic_mask_recall
 from samflow.evaluation.points import evaluate, load_dataset, write_reports
@@ -55,14 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     if args.max_images is not None and args.max_images < 1:
         raise InputError(f"--max-images must be positive, got {args.max_images}")
     if args.auto_points < 1:
         raise InputError(f"--auto-points must be positive, got {args.auto_points}")
     model_name = args.model or (None if args.checkpoint else "tiny")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model = build_sam(model_name, checkpoint=args.checkpoint, device=device)
     reports = []
     for spec in args.datasets:

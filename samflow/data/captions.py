@@ -13,9 +13,6 @@ from samflow.data.synthetic import COLORS, SHAPES
 # An object whose box's long side is under this fraction of the image's long side may be called "small".
 SMALL_FRACTION = 0.125
 TEMPLATES = ("a {}", "{}", "the {}", "a photo of a {}", "a picture of the {}", "one {}")
-# Captions that name no object: the reference scores of the 'contrast' ranking mode.
-NEUTRAL_CAPTIONS = ("an object", "a shape", "a thing", "something", "the background", "a photo", "a picture",
-                    "a region", "a part of an image", "a texture")
 
 
 def object_name(ann: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from samflow.data.gaze import TIME_COLUMNS
 from samflow.engine.types.video import Frame
 from samflow.errors import InputError
-from samflow.scale.runner import IMAGE_SUFFIXES
+from samflow.ops.image import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import yaml
 from pydantic import ValidationError
 
 from samflow.engine.node import Node, NodeParams
-from samflow.engine.registry import find_node_type, nearest, node_types
+from samflow.engine.registry import find_node_type, node_types
 from samflow.engine.types import PAYLOAD_TYPES, Payload, get_payload_type
-from samflow.errors import GraphError
+from samflow.errors import GraphError, nearest
 from samflow.yamlio import LineMap, load_with_lines, plain
 
 FORMAT_VERSION = 1

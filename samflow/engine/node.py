@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from samflow.engine.types import Payload
 
 if TYPE_CHECKING:
-    from samflow.engine.scheduler import ItemContext
+    from samflow.engine.context import ItemContext
 
 
 class NodeParams(BaseModel):

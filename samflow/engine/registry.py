@@ -7,7 +7,6 @@ so, `sam.decoder@v2` is a separate node, so old graphs keep working.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import logging
@@ -84,15 +83,6 @@ def node_types() -> dict[str, type[Node]]:
     return dict(sorted(_NODES.items()))
 
 
-def nearest(name: str, choices: list[str] | set[str] | dict, limit: int = 3) -> list[str]:
-    """The closest names among `choices` (for 'did you mean' hints)."""
-    choices = list(choices)
-    found = difflib.get_close_matches(name, choices, n=limit, cutoff=0.5)
-    if not found and "." in name:
-        # 'decoder' alone is a good hint for 'sam.decoder' even when the family is wrong.
-        tail = name.split(".")[-1]
-        found = [c for c in choices if c.split(".")[-1].split("@")[0] == tail][:limit]
-    return found
 
 
 def load_node_types() -> None:

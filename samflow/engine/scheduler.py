@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from samflow.engine.cache import EmbeddingCache
+from samflow.engine.context import ItemContext
 from samflow.engine.graph import GRAPH_INPUTS, Graph
 from samflow.engine.node import Node
 from samflow.engine.types import Payload
@@ -30,24 +31,6 @@ from samflow.pool import ModelPool, default_model_pool
 log = logging.getLogger(__name__)
 
 ValueKey = tuple[str, str]  # (node or "inputs", port)
-
-
-class ItemContext:
-    """What a node sees of the run besides its inputs: the item, where to write, the model pool and the cache."""
-
-    __slots__ = ("item_id", "output_dir", "models", "cache")
-
-    def __init__(self, item_id: str, output_dir: Path | None, models: ModelPool, cache: EmbeddingCache) -> None:
-        self.item_id, self.output_dir, self.models, self.cache = item_id, output_dir, models, cache
-
-    def output_path(self, relative: str | Path, who: str = "this node") -> Path:
-        """A path inside the item's output folder (parents created); NodeError when the run writes nothing."""
-        if self.output_dir is None:
-            raise NodeError(f"{who} writes files, but this run has no output folder "
-                            "(use `samflow run --out DIR`, or Scheduler.run(..., output_dir=DIR))")
-        path = self.output_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 @dataclass

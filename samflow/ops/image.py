@@ -9,6 +9,9 @@ from PIL import Image, UnidentifiedImageError
 
 from samflow.errors import InputError
 
+# The file suffixes read as images wherever a folder or glob is expanded.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+
 
 def to_rgb_uint8(image: object, name: str = "image") -> np.ndarray:
     """Convert a PIL image or numpy array to uint8 (H, W, 3) RGB.

@@ -43,7 +43,7 @@ def segment(image: Any, points: Any = None, point_labels: Any = None, boxes: Any
 
     image: a path, PIL image, numpy array or Image. points: [[x, y], ...] clicks on one object (or (N, P, 2) for N
     objects) with point_labels 1 (foreground, the default) / 0 (background); boxes: [x0, y0, x1, y1] or (N, 4);
-    text: a description, or N of them (needs samflow.models.text; else TextPromptsUnavailable). Parts given once
+    text: a description, or N of them (needs samflow.predict.text; else TextPromptsUnavailable). Parts given once
     apply to every object. model: a preset ("tiny", "vit_b"...), a SamConfig (with `checkpoint`), or a Sam.
     multimask: three candidate masks per object (None: only for a single click, as SAM advises); the result's
     `masks` holds the best of each. mask_input: an earlier Segmentation (or low-res logits) to refine.

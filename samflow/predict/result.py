@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from samflow.engine.types import Boxes, Masks, Points
+from samflow.engine.types import Masks
 from samflow.errors import SamflowError
 from samflow.ops import rle
 from samflow.predict.prompts import Prompts
@@ -115,10 +115,6 @@ class Segmentation:
 
         from samflow.ops.draw import draw_overlay
 
-        points = boxes = None
-        if prompts:
-            p = self.prompts.broadcast()
-            points = Points(p.coords, p.labels) if p.coords is not None else None
-            boxes = Boxes(p.boxes) if p.boxes is not None else None
-        masks = Masks(self.masks[:, None], self.scores[:, None])
-        return Image.fromarray(draw_overlay(self.image, masks, points, boxes, alpha=alpha))
+        p = self.prompts.broadcast() if prompts else None
+        return Image.fromarray(draw_overlay(self.image, self.masks[:, None], p.coords if p else None,
+                                            p.labels if p else None, p.boxes if p else None, alpha=alpha))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samflow.devices import resolve_device
 from samflow.engine.cache import EmbeddingCache, content_key
 from samflow.engine.types import Image, ImageEmbedding
 from samflow.errors import InputError
@@ -61,10 +62,6 @@ class Prediction:
     logits: np.ndarray
     labels: list[str | None]
     prompts: Prompts = field(repr=False)
-
-
-def resolve_device(device: str | torch.device | None) -> str:
-    return str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Segmenter:
@@ -201,5 +198,5 @@ def default_segmenter() -> Segmenter:
         return _default
 
 
-__all__ = ["Prediction", "Segmenter", "SegmenterStats", "default_segmenter", "resolve_device"]
+__all__ = ["Prediction", "Segmenter", "SegmenterStats", "default_segmenter"]
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from samflow.devices import resolve_device
 from samflow.errors import CheckpointError, InputError
 from samflow.models.text.adapter import PromptAdapter, adapter_path_for, load_adapter
 from samflow.models.text.clip import DEFAULT_CLIP, ClipModel, get_clip
@@ -70,7 +71,7 @@ def load_text_models(sam: str = "tiny", clip: str | Path | None = DEFAULT_CLIP,
     sam: the preset whose shipped adapter to use ('tiny'), or a SAM checkpoint path whose adapter lies beside it;
     adapter: an explicit adapter file instead. clip / clip_checkpoint: as `load_clip` (default: shipped clip_tiny).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     clip_model = get_clip(clip, clip_checkpoint, device, pool)
     adapter_model = get_adapter(adapter or default_adapter_path(sam), device, pool)
     return TextModels(clip_model, adapter_model)

@@ -165,7 +165,7 @@ def annotate(images: str | Path | Sequence[str | Path], out: str | Path, *, mode
     images: files, folders, globs or URIs. amg_params: the command's mask generation options
     (points_per_side=32, pred_iou_thresh=0.88, ...; see `samflow annotate --help`).
     """
-    from samflow.commands.annotate import AMG_OPTIONS
+    from samflow.scale.annotate import AMG_OPTIONS
     from samflow.scale.jobs import AnnotateJob
 
     defaults = {name: default for name, _, default, _ in AMG_OPTIONS}
@@ -184,8 +184,9 @@ def annotate(images: str | Path | Sequence[str | Path], out: str | Path, *, mode
 def plan_images(specs: Sequence[str | Path], out: str | Path) -> list[Item]:
     """(stem, {image, image_id}) per image, as `samflow annotate` lists them: local files deduplicated and sorted
     as the command does, then URIs; ids from (and added to) `out/image_ids.json`."""
-    from samflow.commands.annotate import _image_ids
-    from samflow.scale.runner import IMAGE_SUFFIXES, expand_paths, unique_stems
+    from samflow.ops.image import IMAGE_SUFFIXES
+    from samflow.scale.annotate import image_ids
+    from samflow.scale.runner import expand_paths, unique_stems
 
     local = [spec for spec in specs if not sources.is_uri(spec)]
     remote = [str(spec) for spec in specs if sources.is_uri(spec)]
@@ -196,7 +197,7 @@ def plan_images(specs: Sequence[str | Path], out: str | Path) -> list[Item]:
         raise InputError(f"no images found in {' '.join(str(spec) for spec in specs)}")
     Path(out).mkdir(parents=True, exist_ok=True)
     stems = unique_stems(paths, fallback="image")
-    ids = _image_ids(Path(out), stems)
+    ids = image_ids(Path(out), stems)
     return [(stem, {"image": path, "image_id": str(image_id)}) for stem, path, image_id in zip(stems, paths, ids)]
 
 

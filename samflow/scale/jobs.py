@@ -171,17 +171,13 @@ class AnnotateJob(Job):
         return {**self.__dict__, "_generator": None}
 
     def start(self) -> None:
-        import argparse
+        from samflow.scale.annotate import build_generator
 
-        from samflow.commands.annotate import _generator
-
-        # The command's own construction (model, device, cache-backed embedder), fed the same options.
-        args = argparse.Namespace(model=self.model, checkpoint=self.checkpoint, device=self.device,
-                                  cache=self.cache_dir)
-        self._generator = _generator(args, self.params)
+        # The in-process run's own construction (model, device, cache-backed embedder), fed the same options.
+        self._generator = build_generator(self.params, self.model, self.checkpoint, self.device, self.cache_dir)
 
     def process(self, item_id: str, inputs: Mapping[str, str]) -> ItemOutput:
-        from samflow.commands.annotate import annotate_one
+        from samflow.scale.annotate import annotate_one
 
         if self._generator is None:
             self.start()

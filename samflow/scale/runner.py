@@ -25,10 +25,10 @@ from samflow.engine.scheduler import Scheduler
 from samflow.engine.types import FilePath, Image, Payload
 from samflow.errors import InputError, SamflowError
 from samflow.fileio import write_json_atomic
+from samflow.ops.image import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 MANIFEST = "run.json"
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from samflow.engine.graph import Graph
 from samflow.engine.scheduler import Scheduler
-from samflow.engine.types import Boxes, Image, Masks, Payload, Points
+from samflow.engine.types import Image, Masks, Payload, Points
 from samflow.engine.types.geometry import PointCloud
 from samflow.engine.types.video import Frame, Gaze
 from samflow.errors import InputError, NodeError, SamflowError
@@ -219,8 +219,9 @@ class VideoRunner:
         boxes = getattr(masks, "boxes", None)
         if masks is None:
             return frame.data
-        return draw_overlay(frame.data, masks, points if points is not None and len(points) else None,
-                            Boxes(boxes) if boxes is not None and len(boxes) else None)
+        shown = points is not None and len(points)
+        return draw_overlay(frame.data, masks.best()[:, None], points.coords if shown else None,
+                            points.labels if shown else None, boxes if boxes is not None and len(boxes) else None)
 
     def _overlay_masks(self, outputs: Mapping[str, Payload]) -> Masks | None:
         if isinstance(self.overlay, str):

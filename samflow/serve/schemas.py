@@ -21,7 +21,7 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
     device: str
-    text_prompts: bool | None = Field(description="whether text prompts work: false without samflow.models.text, "
+    text_prompts: bool | None = Field(description="whether text prompts work: false without samflow.predict.text, "
                                                   "else the outcome of the latest text prompt (null: none yet)")
     images: int = Field(description="uploaded images held now")
     limits: Limits

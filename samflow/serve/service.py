@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from samflow.devices import resolve_device
 from samflow.engine.cache import EmbeddingCache, content_key
 from samflow.engine.graph import Graph
 from samflow.engine.scheduler import Scheduler
 from samflow.engine.types import FilePath, Image
 from samflow.errors import GraphError, InputError, NodeError, SamflowError
 from samflow.predict.prompts import Prompts
-from samflow.predict.segmenter import Segmenter, resolve_device
+from samflow.predict.segmenter import Segmenter
 from samflow.predict.textprompt import TextPromptsUnavailable, text_prompts_available
 from samflow.serve.encode import masks_out, payload_json
 from samflow.serve.errors import ApiError
@@ -70,7 +71,7 @@ class Service:
                                     max_points=s.max_points, max_boxes=s.max_boxes))
 
     def text_prompts_ready(self) -> bool | None:
-        """Whether text prompts work here: False when samflow.models.text is missing, else what the latest text
+        """Whether text prompts work here: False when samflow.predict.text is missing, else what the latest text
         prompt showed (None before one was tried: loading the text models is left to the first that needs them)."""
         if not text_prompts_available():
             return False

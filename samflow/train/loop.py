@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from samflow.devices import resolve_device
 from samflow.errors import CheckpointError
 from samflow.models.sam.build import build_sam
 from samflow.models.sam.checkpoint import (
@@ -258,7 +259,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     (out_dir / "config.json").write_text(config.model_dump_json(indent=2), encoding="utf-8")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
     model = build_model(config, device)
     if config.freeze_image_encoder:

@@ -337,9 +337,9 @@ def prepare_objects(config: TextAdapterConfig, sam: Sam, clip: ClipModel) -> tup
 
 def load_frozen_models(config: TextAdapterConfig) -> tuple[Sam, ClipModel]:
     """SAM and CLIP of `config`, frozen, on its device (`auto`: cuda when available)."""
-    from samflow.predict.segmenter import resolve_device
+    from samflow.devices import resolve_device
 
-    device = resolve_device(None if config.device == "auto" else config.device)
+    device = resolve_device(config.device)
     sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=_sam_checkpoint(config.sam),
                     device=device)
     sam.requires_grad_(False)

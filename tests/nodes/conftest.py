@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from samflow.engine.cache import EmbeddingCache
+from samflow.engine.context import ItemContext
 from samflow.engine.registry import load_node_types
-from samflow.engine.scheduler import ItemContext
 from samflow.pool import ModelPool
 
 

@@ -40,8 +40,8 @@ def small_sam():
 @pytest.fixture
 def ctx(tmp_path):
     from samflow.engine.cache import EmbeddingCache
+    from samflow.engine.context import ItemContext
     from samflow.engine.registry import load_node_types
-    from samflow.engine.scheduler import ItemContext
     from samflow.pool import ModelPool
 
     load_node_types()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samflow.devices import resolve_device
 from samflow.errors import CheckpointError, InputError
 from samflow.models.weights import read_tensor_file
 from samflow.pool import ModelPool, default_model_pool
@@ -102,7 +103,7 @@ def resolve_clip_config(model: str | Path | Mapping[str, Any] | None,
 
     cfg = open_clip.get_model_config(text)
     if cfg is None:
-        from samflow.engine.registry import nearest
+        from samflow.errors import nearest
 
         known = list(SHIPPED_CLIP) + open_clip.list_models()
         hint = nearest(text, known)
@@ -323,7 +324,7 @@ def load_clip(model: str | Path | Mapping[str, Any] | None = DEFAULT_CLIP, check
 def get_clip(model: str | Path | None = DEFAULT_CLIP, checkpoint: str | Path | None = None,
              device: str | None = None, pool: ModelPool | None = None) -> ClipModel:
     """`load_clip`, once per (model, checkpoint, device) per process: every caller shares the loaded model."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     spec = str(Path(model).resolve()) if model is not None and str(model).endswith(".json") else model
     key = ("clip", spec, str(Path(checkpoint).resolve()) if checkpoint else None, device)
     return (pool if pool is not None else default_model_pool()).get(key, lambda: load_clip(model, checkpoint, device))

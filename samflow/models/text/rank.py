@@ -26,7 +26,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from samflow.data.captions import NEUTRAL_CAPTIONS
 from samflow.errors import InputError
 from samflow.models.text.clip import ClipModel
 
@@ -36,6 +35,10 @@ RankMode = Literal["auto", "cosine", "contrast"]
 DEFAULT_CONTRAST_THRESHOLD = 0.5
 DUPLICATE_IOU = 0.8  # proposals overlapping a better one this much are the same object (multimask, grids)
 DEFAULT_QUALITY_WEIGHT = 0.1
+
+# Captions that name no object: the reference scores of the 'contrast' ranking mode.
+NEUTRAL_CAPTIONS = ("an object", "a shape", "a thing", "something", "the background", "a photo", "a picture",
+                    "a region", "a part of an image", "a texture")
 
 
 @dataclass
