@@ -96,13 +96,25 @@ def plan_items(graph: Graph, specs: Mapping[str, str | Path],
 
 
 def unique_stems(paths: Sequence[str | Path], fallback: str = "item") -> list[str]:
-    """File stems (of paths or URIs), made unique: a.png and a.jpg become a and a_2, stable for a given list."""
-    seen: dict[str, int] = {}
+    """File stems (of paths or URIs), made unique: a.png and a.jpg become a and a_2, stable for a given list.
+
+    A suffixed id never takes a stem that another file has: a.jpg, a.png, a_2.png become a, a_3, a_2 (two
+    items sharing one output folder would lose one of them)."""
+    stems = [Path(path).stem or fallback for path in paths]
+    reserved = set(stems)
+    used: set[str] = set()
+    last: dict[str, int] = {}
     ids = []
-    for path in paths:
-        stem = Path(path).stem or fallback
-        seen[stem] = seen.get(stem, 0) + 1
-        ids.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    for stem in stems:
+        name = stem
+        if name in used:
+            n = last.get(stem, 1)
+            while name in used or name in reserved:
+                n += 1
+                name = f"{stem}_{n}"
+            last[stem] = n
+        used.add(name)
+        ids.append(name)
     return ids
 
 
