@@ -86,7 +86,7 @@ def test_resumes_without_duplicates_and_reports_failures(tmp_path: Path, checkpo
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 4 and summary["skipped"] == 2 and summary["annotated"] == 1
     assert [Path(f["file"]).name for f in summary["failed"]] == ["broken.png"]
-    assert "cannot decode image" in summary["failed"][0]["error"]
+    assert "cannot read image" in summary["failed"][0]["error"]  # the one loader's words
     for stem in ("img0", "img2"):  # untouched
         assert (outputs[stem].read_bytes(), outputs[stem].stat().st_mtime_ns) == before[stem]
     # Redone: complete, valid, with the same content as the first time (the run is deterministic).

@@ -41,3 +41,23 @@ def test_annotate_keeps_every_image_with_one_stem(tmp_path: Path) -> None:
 
     files = {json.loads((out / name).read_text())["image"]["file_name"] for name in written}
     assert files == {"a.jpg", "a.png", "a_2.png"}
+
+
+def test_one_loader_one_message_in_run_annotate_and_the_api(tmp_path: Path) -> None:
+    import pytest
+
+    from samflow.engine.types import Image as ImagePayload
+    from samflow.errors import InputError
+    from samflow.ops.image import load_image
+
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"certainly not a picture")
+    ppm = tmp_path / "bad.ppm"
+    ppm.write_bytes(b"P6\n10 10\n-3\n" + b"\x00" * 30)
+    for load in (load_image, ImagePayload.load):
+        with pytest.raises(InputError, match=r"cannot read image .*junk.png: not a recognised image format"):
+            load(junk)
+        with pytest.raises(InputError, match=r"cannot read image .*bad.ppm"):
+            load(ppm)
+        with pytest.raises(InputError, match=r"image file not found: .*missing.png"):
+            load(tmp_path / "missing.png")

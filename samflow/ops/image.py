@@ -53,15 +53,20 @@ def to_rgb_uint8(image: object, name: str = "image") -> np.ndarray:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 (H, W, 3) RGB; a missing or undecodable file raises InputError naming it."""
+    """Read an image file as uint8 (H, W, 3) RGB: the one image loader (graph inputs, annotate, demo, the API).
+
+    A missing or undecodable file raises InputError naming it: "image file not found: X", "cannot read image
+    X: not a recognised image format", or "cannot read image X: <the decoder's words>" for a corrupt one."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"image file {path} does not exist")
+        raise InputError(f"image file not found: {path}")
     try:
         with Image.open(path) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return to_rgb_uint8(np.asarray(img).astype(np.uint16), name=str(path))
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"cannot decode image {path}: {exc}") from None
+            return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read image {path}: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt files, malformed headers
+        raise InputError(f"cannot read image {path}: {exc}") from None

@@ -56,22 +56,10 @@ class Image(Payload):
 
     @classmethod
     def load(cls, path: str | Path) -> Image:
-        """Read an image file as RGB; raise InputError naming the file when it is missing or not an image."""
-        from PIL import Image as PILImage
-        from PIL import UnidentifiedImageError
+        """Read an image file as RGB (`samflow.ops.image.load_image`: InputError naming a missing or bad file)."""
+        from samflow.ops.image import load_image
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"image file not found: {path}")
-        try:
-            with PILImage.open(path) as picture:
-                data = np.asarray(picture.convert("RGB"))
-        except UnidentifiedImageError as exc:
-            raise InputError(f"cannot read image {path}: not a recognised image format") from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            # Truncated or corrupt files surface as OSError/SyntaxError from the decoders.
-            raise InputError(f"cannot read image {path}: {exc}") from exc
-        return cls(np.ascontiguousarray(data), path=path)
+        return cls(load_image(path), path=Path(path))
 
     @classmethod
     def coerce(cls, value: Any) -> Image:
