@@ -45,11 +45,14 @@ def _read_npy(path: Path) -> np.ndarray:
 def _read_picture(path: Path) -> tuple[np.ndarray, float]:
     from PIL import Image, UnidentifiedImageError
 
+    from samflow.ops.image import check_image_size
+
     try:
         with Image.open(path) as picture:
+            check_image_size(*picture.size, name=f"depth file {path}")  # before decoding: no decompression bombs
             mode = picture.mode
             data = np.asarray(picture)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"depth file {path}: cannot read as an image ({exc})") from exc
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         # PIL reads 16-bit PNGs as I;16 (uint16) or I (int32): both hold millimetres.
