@@ -52,6 +52,8 @@ def _read_picture(path: Path) -> tuple[np.ndarray, float]:
             check_image_size(*picture.size, name=f"depth file {path}")  # before decoding: no decompression bombs
             mode = picture.mode
             data = np.asarray(picture)
+    except InputError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"depth file {path}: cannot read as an image ({exc})") from exc
     if mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -108,6 +108,8 @@ def load_image(path: str | Path, max_pixels: int | None = None, max_side: int | 
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return to_rgb_uint8(np.asarray(img).astype(np.uint16), name=str(path))
             return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+    except InputError:  # the size bound (an InputError is also a ValueError: keep its own words)
+        raise
     except UnidentifiedImageError:
         raise InputError(f"cannot read image {path}: not a recognised image format") from None
     except Image.DecompressionBombError as exc:  # past 178 MP PIL refuses to open at all

@@ -22,7 +22,7 @@ def test_a_small_file_with_a_huge_picture_is_refused_before_decoding(tmp_path: P
     bomb = _bomb(tmp_path / "bomb.png", 13000, 13000)
     assert bomb.stat().st_size < 1_000_000
     tracemalloc.start()
-    with pytest.raises(InputError, match=r"(13000x13000|169,000,000) pixels; at most .* SAMFLOW_MAX_IMAGE"):
+    with pytest.raises(InputError, match=r"^image .*bomb.png is 13000x13000 pixels; at most .* SAMFLOW_MAX_IMAGE"):
         load_image(bomb)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
