@@ -16,7 +16,8 @@ import argparse
 import numpy as np
 
 from samflow.data.synthetic import render_scene, scene_rng
-from samflow.evaluation.points import _peak, mask_iou, size_category
+from samflow.evaluation.points import _peak, size_category
+from samflow.ops.metrics import mask_iou
 
 
 def ceiling(seed: int, scenes: int, scene_size: int) -> tuple[dict[str, tuple[int, float]], dict[str, float]]:

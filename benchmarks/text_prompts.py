@@ -26,13 +26,15 @@ import torch
 from samflow.data.captions import absent_names, caption, unique_objects
 from samflow.data.synthetic import render_scene, scene_rng
 from samflow.demos.text import grid_points
-from samflow.evaluation.points import mask_iou as iou
 from samflow.models.sam.build import SHIPPED_WEIGHTS, build_sam
-from samflow.models.text.clip import get_clip
+from samflow.models.text.clip_loading import get_clip
 from samflow.models.text.rank import rank_masks
+from samflow.ops.metrics import mask_iou as iou
 from samflow.predict.amg import SamAutomaticMaskGenerator
 from samflow.predict.text import TextSamPredictor, default_adapter_path, get_adapter, text_tokens_for
-from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate, pointing_accuracy
+from samflow.train.text_adapter import TextAdapterConfig
+from samflow.train.text_adapter_data import build_objects
+from samflow.train.text_adapter_eval import evaluate, pointing_accuracy
 
 
 def hit(clip, image: np.ndarray, masks: np.ndarray, text: str, truth: np.ndarray, **options) -> int:

@@ -26,6 +26,7 @@ from samflow.engine.types import Image
 from samflow.models.sam import build_sam
 from samflow.models.text import rank_masks
 from samflow.ops.distance import farthest_point
+from samflow.ops.metrics import mask_iou
 from samflow.predict.text import TextSamPredictor, load_text_models
 
 log = logging.getLogger("text_prompt")
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if click is not None:
             fixed = predictor.predict(point_coords=np.array([click]), point_labels=np.array([label]),
                                       text=args.text, multimask_output=False)[0][0]
-        log.info("API: text IoU %.3f, text + one click IoU %.3f", _iou(mask, truth), _iou(fixed, truth))
+        log.info("API: text IoU %.3f, text + one click IoU %.3f", float(mask_iou(mask, truth)),
+                 float(mask_iou(fixed, truth)))
 
     h, w = image.shape[:2]
     points = np.array(grid_points(h, w, 8), dtype=np.float32)[:, None]
@@ -85,11 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         kept = rank_masks(models.clip, image, proposals, absent).indices.size
         log.info("API: %r, absent from the scene, keeps %d mask(s)", absent, kept)
     return 0
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class ClipText(Node):
 
     def model(self, ctx: ItemContext) -> Any:
 
-        from samflow.models.text.clip import get_clip
+        from samflow.models.text.clip_loading import get_clip
 
         p = self.params
         if p.checkpoint and not Path(p.checkpoint).is_file():

@@ -73,12 +73,7 @@ class GazeParams(NodeParams):
     point: Literal["sample", "centroid"] = Field("sample", description="prompt at the matched sample, or at the "
                                                                        "centroid of its fixation")
 
-    @field_validator("intrinsics")
-    @classmethod
-    def _check_intrinsics(cls, value: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
-        if isinstance(value, dict):
-            Intrinsics.from_mapping(value)  # fx = 0 and friends fail when the graph is validated
-        return value
+    _check_intrinsics = field_validator("intrinsics")(Intrinsics.check_param)
 
     @field_validator("T_camera_cpf")
     @classmethod

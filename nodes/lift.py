@@ -33,12 +33,7 @@ class CameraParams(NodeParams):
                                                               "(0.001 for 16-bit PNG, 1 for .npy)")
     best_only: bool = Field(True, description="use the best-scoring mask of each prompt set")
 
-    @field_validator("intrinsics")
-    @classmethod
-    def _check_intrinsics(cls, value: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
-        if isinstance(value, dict):
-            Intrinsics.from_mapping(value)  # fx = 0 and friends fail when the graph is validated
-        return value
+    _check_intrinsics = field_validator("intrinsics")(Intrinsics.check_param)
 
 
 class CameraNode(Node):

@@ -26,7 +26,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from samflow.commands.run import yaml_overrides
+from samflow.engine.overrides import yaml_overrides
 from samflow.train.config import TrainConfig, load_train_config
 from samflow.train.loop import FINAL_NAME, METRICS_NAME, WEIGHTS_NAME, export_weights, train
 

@@ -18,7 +18,7 @@ import logging
 import time
 from pathlib import Path
 
-from samflow.commands.run import yaml_overrides
+from samflow.engine.overrides import yaml_overrides
 from samflow.fileio import write_json_atomic
 from samflow.train.text_adapter import (
     TextAdapterConfig,

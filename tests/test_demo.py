@@ -8,7 +8,7 @@ from PIL import Image
 from samflow.cli import main
 from samflow.data.synthetic import render_scene, scene_rng
 from samflow.demos.scenes import draw_segmentation, run_demo
-from samflow.evaluation.points import mask_iou
+from samflow.ops.metrics import mask_iou
 
 
 def test_demo_on_a_synthetic_scene(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from samflow.cli import main
-from samflow.data.sa1b import Sample
+from samflow.data.samples import Sample
 from samflow.data.synthetic import render_scene, scene_rng, write_dataset
 from samflow.evaluation.points import (
     EvalReport,

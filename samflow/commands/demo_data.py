@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from samflow.commands._graph_options import add_out_argument
 from samflow.data.demo import DEFAULT_DIR, PARTS, write_demo
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "DIR/gaze (a video of a moving shape, 2D and Aria gaze CSVs that follow it, intrinsics) and "
                     "DIR/lift (RGB, 16-bit depth PNG and .npy, intrinsics, detections). The recipes expect "
                     f"the default DIR ({DEFAULT_DIR}) under the repository root.")
-    parser.add_argument("--out", "-o", default=str(DEFAULT_DIR), help=f"folder (default {DEFAULT_DIR})")
+    add_out_argument(parser, default=str(DEFAULT_DIR))
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="write only these parts")
     parser.set_defaults(func=run)
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
-
-import yaml
 
 from samflow.commands._engine_options import add_engine_arguments, check_local, ray_options
+from samflow.commands._graph_options import SET_HELP, add_graph_arguments, graph_inputs, load_graph
 from samflow.engine.cache import EmbeddingCache
 from samflow.engine.graph import Graph
 from samflow.engine.scheduler import Scheduler
@@ -26,12 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "succeeds, items already there are skipped, failures are recorded and the run goes on; "
                     "OUT/run.json records per-node runs, seconds and cache hits, and per-item status. "
                     "Exit 1 if any item failed.")
-    parser.add_argument("graph", metavar="GRAPH.yaml")
-    parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=PATH",
-                        help="a graph input: a file, a folder or a glob (repeat per input)")
-    parser.add_argument("--set", "-s", action="append", default=[], metavar="NODE.PARAM=VALUE", dest="overrides",
-                        help="override a node param; VALUE is read as YAML (e.g. --set encoder.device=cuda)")
-    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    add_graph_arguments(parser, input_help="a graph input: a file, a folder or a glob (repeat per input)",
+                        set_help=f"{SET_HELP} (e.g. --set encoder.device=cuda)")
     parser.add_argument("--cache", metavar="DIR", help="on-disk embedding cache: reruns over the same images "
                                                         "skip the encoder")
     parser.add_argument("--cache-mb", type=int, metavar="MB", help="in-memory cache budget (default: sized "
@@ -44,29 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    pairs = {}
-    for text in values:
-        name, sep, value = text.partition("=")
-        if not sep or not name:
-            raise InputError(f"{what} expects NAME=VALUE, got {text!r}")
-        pairs[name.strip()] = value
-    return pairs
-
-
-def yaml_overrides(values: list[str]) -> dict[str, Any]:
-    """`--set NAME=VALUE` options as {NAME: VALUE read as YAML (safe loader)}."""
-    return {key: yaml.safe_load(value) for key, value in _pairs(values, "--set").items()}
-
-
 def run(args: argparse.Namespace) -> int:
-    overrides = yaml_overrides(args.overrides)
-    graph = Graph.load(args.graph, overrides=overrides)
+    graph = load_graph(args)
     budget = args.cache_mb * 2**20 if args.cache_mb is not None else None
     check_local(args)
     if args.engine == "ray":
         return _run_on_ray(args, graph, budget)
-    items = plan_items(graph, _pairs(args.input, "--input"))
+    items = plan_items(graph, graph_inputs(args))
     cache = EmbeddingCache(max_bytes=budget, disk_dir=args.cache)
     with Scheduler(graph, cache=cache, max_workers=args.workers or 1) as scheduler:
         report = run_graph(scheduler, items, args.out, progress=False if args.no_progress else None,
@@ -85,7 +63,7 @@ def _run_on_ray(args: argparse.Namespace, graph: Graph, budget: int | None) -> i
 
     if args.cache:
         raise InputError("--cache (an on-disk embedding cache) is not shared by Ray workers; leave it out")
-    items = distributed.plan_items(graph, _pairs(args.input, "--input"))
+    items = distributed.plan_items(graph, graph_inputs(args))
     report = distributed.execute(GraphJob(graph, args.graph, budget), items, args.out,
                                  ray_options(args))
     for item in report.failed:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from samflow.commands.run import _pairs, yaml_overrides
-from samflow.engine.graph import Graph
+from samflow.commands._graph_options import add_graph_arguments, graph_inputs, load_graph
 from samflow.errors import InputError
 from samflow.scale.video import frame_input, run_video
 
@@ -21,12 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "of images; its other inputs take one file each, shared by every frame. Writes "
                     "OUT/frames.jsonl (one line per frame), a PNG per mask (OUT/<output>/<frame>_<set>.png), "
                     "OUT/run.json, and with --overlay OUT/overlay.mp4. Exit 1 if any frame failed.")
-    parser.add_argument("graph", metavar="GRAPH.yaml")
-    parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=PATH",
-                        help="the frames (a video file or a folder of images) and any other graph input")
-    parser.add_argument("--set", "-s", action="append", default=[], metavar="NODE.PARAM=VALUE", dest="overrides",
-                        help="override a node param; VALUE is read as YAML")
-    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    add_graph_arguments(parser, input_help="the frames (a video file or a folder of images) and any other graph input")
     parser.add_argument("--overlay", nargs="?", const=True, default=False, metavar="OUTPUT",
                         help="also write OUT/overlay.mp4 (of the first Masks output, or of OUTPUT)")
     parser.add_argument("--fps", type=float, help="a frame folder's rate (frame times = index / fps); the "
@@ -45,9 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from samflow.data.frames import open_frames
 
-    overrides = yaml_overrides(args.overrides)
-    graph = Graph.load(args.graph, overrides=overrides)
-    inputs = _pairs(args.input, "--input")
+    graph = load_graph(args)
+    inputs = graph_inputs(args)
     name = frame_input(graph)
     if name not in inputs:
         raise InputError(f"give the frames with --input {name}=VIDEO_OR_FOLDER")

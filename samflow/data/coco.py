@@ -6,11 +6,11 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
-from samflow.data.sa1b import Sample, load_json, load_rgb
+from samflow.data.samples import Sample, SampleSequence, load_json, load_rgb
 from samflow.errors import InputError, SamflowError
 from samflow.ops import rle
 
@@ -82,12 +82,14 @@ def segmentation_to_mask(seg: Any, h: int, w: int) -> np.ndarray:
     raise InputError(f"unknown segmentation type {type(seg).__name__}: expected polygons or RLE")
 
 
-class CocoDataset(Sequence[Sample]):
+class CocoDataset(SampleSequence):
     """Images and instance masks of a COCO annotation file, decoded lazily on access.
 
     ``dataset[i]`` -> ``Sample`` for the i-th image of the file's ``images`` (optionally only those with
     annotations). ``categories`` maps category id -> name.
     """
+
+    _noun = "image"
 
     def __init__(
         self,
@@ -132,19 +134,8 @@ class CocoDataset(Sequence[Sample]):
         """The raw annotations of image ``index`` (no pixels are read)."""
         return self._anns.get(self.images[index]["id"], [])
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"image {index} out of range for {n} images")
-        info = self.images[index % n]
+    def _load(self, index: int) -> Sample:
+        info = self.images[index]
         path = self.image_dir / info["file_name"]
         image = load_rgb(path)
         h, w = image.shape[:2]
@@ -152,7 +143,7 @@ class CocoDataset(Sequence[Sample]):
             raise SamflowError(
                 f"{path}: image is {h}x{w} but {self.annotation_json.name} says {info.get('height')}x{info.get('width')}"
             )
-        anns = self.annotations_of(index % n)
+        anns = self.annotations_of(index)
         masks = np.zeros((len(anns), h, w), dtype=bool)
         for i, a in enumerate(anns):
             try:

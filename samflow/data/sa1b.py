@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from samflow.data.samples import Sample, SampleSequence, load_json, load_rgb
 from samflow.errors import SamflowError
 from samflow.ops import rle
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_SUFFIXES", "SA1BDataset", "Sample", "load_json", "load_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "SA1BDataset"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
-
-
-@dataclass
-class Sample:
-    """One image with its masks.
-
-    image: uint8 (H, W, 3) RGB. masks: bool (N, H, W), one per annotation, in annotation order.
-    annotations: the N raw annotation dicts of the file. file_name: the image's file name.
-    """
-
-    image: np.ndarray
-    masks: np.ndarray
-    annotations: list[dict[str, Any]] = field(default_factory=list)
-    file_name: str = ""
-
-
-def load_json(path: Path) -> Any:
-    """Parsed JSON, or a SamflowError that names the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SamflowError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SamflowError(f"{path}: not valid JSON ({exc})") from None
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB pixels of an image file, or a SamflowError that names it."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise SamflowError(f"{path}: image not found") from None
-    except OSError as exc:
-        raise SamflowError(f"{path}: cannot read image ({exc})") from None
 
 
 def decode_segmentations(segs: list[Any], h: int, w: int, where: str) -> np.ndarray:
@@ -75,12 +36,14 @@ def decode_segmentations(segs: list[Any], h: int, w: int, where: str) -> np.ndar
     return out
 
 
-class SA1BDataset(Sequence[Sample]):
+class SA1BDataset(SampleSequence):
     """Images and masks of a folder in SA-1B layout, decoded lazily on access.
 
     Every ``*.json`` in ``folder`` is one sample; its image is the file with the same stem and an image suffix
     (or the JSON's ``image.file_name``). ``dataset[i]`` -> ``Sample``.
     """
+
+    _noun = "sample"
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
@@ -100,19 +63,7 @@ class SA1BDataset(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.json_paths)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"sample {index} out of range for {n} samples")
-        index %= n
+    def _load(self, index: int) -> Sample:
         js = self.json_paths[index]
         record = load_json(js)
         if not isinstance(record, dict) or not isinstance(record.get("annotations", []), list):

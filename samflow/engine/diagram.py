@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from samflow.engine.graph import GRAPH_INPUTS, Graph
+from samflow.engine.graph import Graph
+from samflow.engine.spec import GRAPH_INPUTS
 
 
 def _edges(graph: Graph) -> list[tuple[str, str, str]]:

@@ -9,13 +9,14 @@ In Python, `add` returns handles to the new node's outputs and checks wiring at 
     segment = g.add("sam.decoder", "segment", embedding=encoder.embedding, points=clicks.points)
     g.output("masks", segment.masks)
 
-In YAML (see DESIGN.md) references are `$inputs.NAME` and `$NODE.PORT`. `Graph.load(path)` / `from_yaml(text)`
-collect every problem (file, line, node, port, and what to do) and raise them together as one GraphError.
+In YAML references are `$inputs.NAME` and `$NODE.PORT`. `Graph.load(path)` / `from_yaml(text)` collect every
+problem (file, line, node, port, and what to do) and raise them together as one GraphError. The checks live in
+`validation.py`, the YAML format in `graph_yaml.py`, `--set` overrides in `overrides.py`; this module is the
+builder and the Graph API over them.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,87 +24,19 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import networkx as nx
-import yaml
-from pydantic import ValidationError
 
+from samflow.engine import graph_yaml, validation
 from samflow.engine.node import Node, NodeParams
 from samflow.engine.registry import find_node_type, node_types
+from samflow.engine.spec import FORMAT_VERSION, GRAPH_INPUTS, NAME, NodeSpec, Ref
 from samflow.engine.types import PAYLOAD_TYPES, Payload, get_payload_type
-from samflow.errors import GraphError, nearest
-from samflow.yamlio import LineMap, load_with_lines, plain
+from samflow.engine.validation import GraphValidationError, Problem, hint, missing_inputs, parse_params
+from samflow.errors import GraphError
 
-FORMAT_VERSION = 1
-GRAPH_INPUTS = "inputs"  # the pseudo-node of `$inputs.NAME`
-TOP_LEVEL_KEYS = ("samflow", "description", "inputs", "nodes", "outputs")
-NODE_KEYS = ("type", "description", "params", "inputs")
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A reference to a value: output `port` of node `node`, or graph input `port` when node is 'inputs'."""
-
-    node: str
-    port: str
-
-    def __str__(self) -> str:
-        return f"${self.node}.{self.port}"
-
-    @classmethod
-    def parse(cls, text: Any) -> Ref | None:
-        match = REF.match(text) if isinstance(text, str) else None
-        return cls(match.group(1), match.group(2)) if match else None
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a graph, with where it is."""
-
-    message: str
-    file: str | None = None
-    line: int | None = None
-    node: str | None = None
-    port: str | None = None
-    port_kind: str = "input"
-
-    def __str__(self) -> str:
-        where = ":".join(str(part) for part in (self.file, self.line) if part is not None)
-        subject = []
-        if self.node is not None:
-            subject.append(f"node '{self.node}'")
-        if self.port is not None:
-            subject.append(f"{self.port_kind} '{self.port}'")
-        text = (" ".join(subject) + ": " if subject else "") + self.message
-        return f"{where}: {text}" if where else text
-
-
-class GraphValidationError(GraphError):
-    """A graph failed validation; `problems` lists each finding with its file, line, node and port."""
-
-    def __init__(self, problems: list[Problem], source: str | None = None) -> None:
-        self.problems = problems
-        if len(problems) == 1:
-            text = str(problems[0])
-        else:
-            head = f"{source}: {len(problems)} problems" if source else f"{len(problems)} problems"
-            text = "\n".join([head, *(f"  {p}" for p in problems)])
-        super().__init__(text)
-
-
-@dataclass
-class NodeSpec:
-    """A node of the graph: its class, validated params and wired inputs (node instances live in a Scheduler)."""
-
-    name: str
-    node_type: type[Node]
-    params: NodeParams
-    inputs: dict[str, Ref] = field(default_factory=dict)
-    description: str | None = None
-
-    @property
-    def type_id(self) -> str:
-        return self.node_type.type_id
+# Ref, NodeSpec, Problem and GraphValidationError are part of this module's API (`from samflow.engine.graph
+# import Graph, GraphValidationError, Ref`), wherever they are defined.
+__all__ = ["FORMAT_VERSION", "GRAPH_INPUTS", "Graph", "GraphValidationError", "Handle", "NodeOutputs", "NodeSpec",
+           "Problem", "Ref"]
 
 
 @dataclass(frozen=True)
@@ -159,7 +92,7 @@ class Graph:
         if isinstance(payload, str):
             resolved = get_payload_type(payload)
             if resolved is None:
-                self._fail(f"unknown payload type '{payload}'{_hint(payload, PAYLOAD_TYPES)}", port=name)
+                self._fail(f"unknown payload type '{payload}'{hint(payload, PAYLOAD_TYPES)}", port=name)
             payload = resolved
         if not (isinstance(payload, type) and issubclass(payload, Payload)):
             self._fail(f"input type must be a Payload class, got {payload!r}", port=name)
@@ -181,17 +114,17 @@ class Graph:
             self._fail(f"bad node name '{name}': use letters, digits and _ (and not 'inputs')", node=name)
         if name in self.nodes:
             self._fail(f"a node named '{name}' already exists", node=name)
-        parsed, errors = _parse_params(cls, params)
+        parsed, errors = parse_params(cls, params)
         if errors:
             self._fail("; ".join(f"param {error}" for error in errors), node=name)
         wiring: dict[str, Ref] = {}
         for port, value in {**(inputs or {}), **port_inputs}.items():
             ref = self._as_ref(value, name, port)
-            problem = self._wiring_problem(cls, port, ref)
+            problem = validation.wiring_problem(self, cls, port, ref)
             if problem:
                 self._fail(problem, node=name, port=port)
             wiring[port] = ref
-        missing = _missing_inputs(cls, wiring)
+        missing = missing_inputs(cls, wiring)
         if missing:
             self._fail(f"missing required input{'s' if len(missing) > 1 else ''} {', '.join(missing)}", node=name)
         self.nodes[name] = NodeSpec(name, cls, parsed, wiring)
@@ -202,7 +135,7 @@ class Graph:
         if not NAME.match(name) or name in self.outputs:
             self._fail(f"bad or duplicate output name '{name}'")
         ref = self._as_ref(value, None, name)
-        _, problem = self._resolve(ref)
+        _, problem = validation.resolve(self, ref)
         if problem:
             self._fail(problem, port=name, port_kind="output")
         self.outputs[name] = ref
@@ -211,7 +144,7 @@ class Graph:
         if isinstance(node_type, str):
             cls = find_node_type(node_type)
             if cls is None:
-                self._fail(f"unknown node type '{node_type}'{_hint(node_type, node_types())}")
+                self._fail(f"unknown node type '{node_type}'{hint(node_type, node_types())}")
             return cls
         if isinstance(node_type, type) and issubclass(node_type, Node) and node_type.type_id:
             return node_type
@@ -238,36 +171,6 @@ class Graph:
         file, line = _caller_location()
         raise GraphValidationError([Problem(message, file=file, line=line, **where)])
 
-    # ----------------------------------------------------------------- checks shared by Python and YAML
-
-    def _resolve(self, ref: Ref) -> tuple[type[Payload] | None, str | None]:
-        """The payload type a reference carries, or a message saying why it does not resolve."""
-        if ref.node == GRAPH_INPUTS:
-            if ref.port in self.inputs:
-                return self.inputs[ref.port], None
-            known = ", ".join(self.inputs) or "none"
-            return None, f"{ref}: the graph has no input '{ref.port}'{_hint(ref.port, self.inputs)} (inputs: {known})"
-        spec = self.nodes.get(ref.node)
-        if spec is None:
-            return None, f"{ref}: no node named '{ref.node}'{_hint(ref.node, self.nodes)}"
-        outputs = spec.node_type.outputs
-        if ref.port not in outputs:
-            return None, (f"{ref}: node '{ref.node}' ({spec.type_id}) has no output '{ref.port}'"
-                          f"{_hint(ref.port, outputs)} (outputs: {', '.join(outputs) or 'none'})")
-        return outputs[ref.port], None
-
-    def _wiring_problem(self, cls: type[Node], port: str, ref: Ref) -> str | None:
-        if port not in cls.inputs:
-            return f"{cls.type_id} has no input '{port}'{_hint(port, cls.inputs)} (inputs: {', '.join(cls.inputs)})"
-        source_type, problem = self._resolve(ref)
-        if problem:
-            return problem
-        wanted = cls.inputs[port].type
-        if not issubclass(source_type, wanted):
-            return (f"type mismatch: {ref} is {source_type.type_name} but {cls.type_id} input '{port}' "
-                    f"expects {wanted.type_name}")
-        return None
-
     # ----------------------------------------------------------------- structure
 
     def digraph(self) -> nx.DiGraph:
@@ -290,49 +193,18 @@ class Graph:
 
     def validate(self) -> Graph:
         """Check the whole graph again (wiring, required inputs, cycles); raise GraphValidationError. Returns self."""
-        problems = []
-        for name, spec in self.nodes.items():
-            for port, ref in spec.inputs.items():
-                problem = self._wiring_problem(spec.node_type, port, ref)
-                if problem:
-                    problems.append(Problem(problem, self.source, node=name, port=port))
-            for port in _missing_inputs(spec.node_type, spec.inputs):
-                problems.append(Problem("missing required input", self.source, node=name, port=port))
-        for name, ref in self.outputs.items():
-            problem = self._resolve(ref)[1]
-            if problem:
-                problems.append(Problem(problem, self.source, port=name, port_kind="output"))
-        problems += _cycle_problems(self, {})
-        if problems:
-            raise GraphValidationError(problems, self.source)
+        validation.validate(self)
         return self
 
-    # ----------------------------------------------------------------- YAML
+    # ----------------------------------------------------------------- YAML (graph_yaml.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The graph as plain data in the YAML shape (params as set, not defaults)."""
-        data: dict[str, Any] = {"samflow": FORMAT_VERSION}
-        if self.description:
-            data["description"] = self.description
-        data["inputs"] = {name: payload.type_name for name, payload in self.inputs.items()}
-        nodes: dict[str, Any] = {}
-        for name, spec in self.nodes.items():
-            entry: dict[str, Any] = {"type": spec.type_id}
-            if spec.description:
-                entry["description"] = spec.description
-            params = spec.params.model_dump(mode="json", exclude_unset=True)
-            if params:
-                entry["params"] = params
-            if spec.inputs:
-                entry["inputs"] = {port: str(ref) for port, ref in spec.inputs.items()}
-            nodes[name] = entry
-        data["nodes"] = nodes
-        data["outputs"] = {name: str(ref) for name, ref in self.outputs.items()}
-        return data
+        return graph_yaml.to_data(self)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The graph as YAML text (written to `path` too, when given); `from_yaml` reads it back."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+        text = graph_yaml.dump(self)
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -353,231 +225,12 @@ class Graph:
 
         `overrides` sets params before validation: {"encoder.device": "cpu", "encoder.model.image_size": 512}.
         """
-        try:
-            data = load_with_lines(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            what = getattr(exc, "problem", None) or str(exc)
-            raise GraphValidationError([Problem(f"YAML syntax error: {what}", source or "<yaml>", line)]) from exc
-        if overrides:
-            _apply_overrides(data, overrides, source or "<yaml>")
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(graph_yaml.parse(text, source, overrides), source=source)
 
     @classmethod
     def from_dict(cls, data: Any, source: str | None = None) -> Graph:
         """Build and validate a graph from YAML-shaped data; every problem is reported, not only the first."""
-        return _GraphReader(data, source).read()
-
-
-class _GraphReader:
-    """Turns YAML-shaped data into a Graph, collecting problems with their lines."""
-
-    def __init__(self, data: Any, source: str | None) -> None:
-        self.data = data
-        self.file = source or "<graph>"
-        self.graph = Graph(source=source)
-        self.problems: list[Problem] = []
-        self.lines: dict[str, int | None] = {}  # node name -> line, for cycle messages
-
-    def problem(self, message: str, where: Any = None, key: Any = None, **subject: Any) -> None:
-        line = where.line_of(key) if isinstance(where, LineMap) and key is not None else getattr(where, "line", None)
-        self.problems.append(Problem(message, self.file, line, **subject))
-
-    def read(self) -> Graph:
-        data = self.data
-        if not isinstance(data, dict):
-            self.problem(f"a graph must be a mapping with {', '.join(TOP_LEVEL_KEYS)}; got {type(data).__name__}")
-            raise GraphValidationError(self.problems, self.file)
-        for key, line in getattr(data, "duplicate_keys", []):
-            self.problems.append(Problem(f"duplicate top-level key '{key}'", self.file, line))
-        for key in data:
-            if key not in TOP_LEVEL_KEYS:
-                self.problem(f"unknown top-level key '{key}'{_hint(str(key), TOP_LEVEL_KEYS)} "
-                             f"(allowed: {', '.join(TOP_LEVEL_KEYS)})", data, key)
-        version = data.get("samflow")
-        if version is None:
-            self.problem(f"missing 'samflow: {FORMAT_VERSION}' (the graph format version)", data)
-        elif version != FORMAT_VERSION:
-            self.problem(f"unsupported graph format samflow: {version!r} (this samflow reads {FORMAT_VERSION})",
-                         data, "samflow")
-        description = data.get("description")
-        self.graph.description = str(description) if description is not None else None
-        self.read_inputs(self.section(data, "inputs"))
-        raw_nodes = self.section(data, "nodes")
-        for name, entry in raw_nodes.items():
-            self.read_node(raw_nodes, name, entry)
-        for name, entry in raw_nodes.items():
-            if name in self.graph.nodes:
-                self.wire_node(name, entry)
-        self.read_outputs(self.section(data, "outputs"))
-        self.problems += _cycle_problems(self.graph, self.lines)
-        if self.problems:
-            raise GraphValidationError(self.problems, self.file)
-        return self.graph
-
-    def section(self, data: dict, key: str) -> dict:
-        value = data.get(key)
-        if value is None:
-            if key == "nodes":
-                self.problem("the graph has no 'nodes' section", data)
-            return {}
-        if not isinstance(value, dict):
-            self.problem(f"'{key}' must be a mapping, got {type(value).__name__}", data, key)
-            return {}
-        for dup, line in getattr(value, "duplicate_keys", []):
-            self.problems.append(Problem(f"'{dup}' is defined twice in '{key}'", self.file, line))
-        return value
-
-    def read_inputs(self, inputs: dict) -> None:
-        for name, type_name in inputs.items():
-            payload = get_payload_type(type_name) if isinstance(type_name, str) else None
-            if not NAME.match(str(name)):
-                self.problem(f"bad input name '{name}'", inputs, name)
-            elif payload is None:
-                self.problem(f"unknown payload type {type_name!r}{_hint(str(type_name), PAYLOAD_TYPES)} "
-                             f"(types: {', '.join(sorted(PAYLOAD_TYPES))})", inputs, name, port=str(name),
-                             port_kind="graph input")
-            else:
-                self.graph.inputs[name] = payload
-
-    def read_node(self, nodes: dict, name: Any, entry: Any) -> None:
-        self.lines[name] = nodes.line_of(name) if isinstance(nodes, LineMap) else None
-        node = str(name)
-        if not NAME.match(node) or node == GRAPH_INPUTS:
-            self.problem("bad node name: use letters, digits and _ (and not 'inputs')", nodes, name, node=node)
-            return
-        if not isinstance(entry, dict):
-            self.problem(f"a node must be a mapping with 'type' (and 'params', 'inputs'), got {entry!r}",
-                         nodes, name, node=node)
-            return
-        for key in entry:
-            if key not in NODE_KEYS:
-                self.problem(f"unknown key '{key}'{_hint(str(key), NODE_KEYS)} (allowed: {', '.join(NODE_KEYS)})",
-                             entry, key, node=node)
-        type_id = entry.get("type")
-        if not isinstance(type_id, str):
-            self.problem("missing 'type' (a registered node type; see `samflow nodes`)", entry, node=node)
-            return
-        cls = find_node_type(type_id)
-        if cls is None:
-            self.problem(f"unknown node type '{type_id}'{_hint(type_id, node_types())}", entry, "type", node=node)
-            return
-        raw_params = entry.get("params") or {}
-        if not isinstance(raw_params, dict):
-            self.problem(f"'params' must be a mapping, got {type(raw_params).__name__}", entry, "params", node=node)
-            return
-        params, errors = _parse_params(cls, plain(raw_params), with_locations=True)
-        for error, first_key in errors:
-            line_map = raw_params if first_key in raw_params else entry
-            self.problem(f"param {error}", line_map, first_key if first_key in raw_params else "params", node=node)
-        if params is not None:
-            description = entry.get("description")
-            self.graph.nodes[node] = NodeSpec(node, cls, params, {}, str(description) if description else None)
-
-    def wire_node(self, name: str, entry: dict) -> None:
-        spec = self.graph.nodes[name]
-        inputs = entry.get("inputs") or {}
-        if not isinstance(inputs, dict):
-            self.problem(f"'inputs' must be a mapping of port: $node.port, got {inputs!r}", entry, "inputs",
-                         node=name)
-            return
-        for port, text in inputs.items():
-            ref = Ref.parse(text)
-            if ref is None:
-                self.problem(f"expected a reference like $inputs.NAME or $NODE.PORT, got {text!r}", inputs, port,
-                             node=name, port=str(port))
-                continue
-            if self._node_already_reported(ref):
-                continue
-            problem = self.graph._wiring_problem(spec.node_type, str(port), ref)
-            if problem:
-                self.problem(problem, inputs, port, node=name, port=str(port))
-            else:
-                spec.inputs[str(port)] = ref
-        for port in _missing_inputs(spec.node_type, inputs):
-            wanted = spec.node_type.inputs[port].type.type_name
-            self.problem(f"missing required input ({wanted})", entry, "inputs" if "inputs" in entry else "type",
-                         node=name, port=port)
-
-    def read_outputs(self, outputs: dict) -> None:
-        for name, text in outputs.items():
-            ref = Ref.parse(text)
-            if ref is None:
-                self.problem(f"expected a reference like $NODE.PORT, got {text!r}", outputs, name, port=str(name),
-                             port_kind="output")
-                continue
-            problem = self.graph._resolve(ref)[1]
-            if problem and not self._node_already_reported(ref):
-                self.problem(problem, outputs, name, port=str(name), port_kind="output")
-            elif not problem:
-                self.graph.outputs[str(name)] = ref
-
-    def _node_already_reported(self, ref: Ref) -> bool:
-        # A node whose type or params failed is absent; don't pile a second message on each reference to it.
-        return ref.node in self.lines and ref.node not in self.graph.nodes
-
-
-def _apply_overrides(data: Any, overrides: Mapping[str, Any], source: str) -> None:
-    nodes = data.get("nodes") if isinstance(data, dict) else None
-    for path, value in overrides.items():
-        node, _, param = path.partition(".")
-        if not isinstance(nodes, dict) or not isinstance(nodes.get(node), dict) or not param:
-            known = ", ".join(nodes) if isinstance(nodes, dict) else "none"
-            raise GraphValidationError([Problem(f"cannot set '{path}': use NODE.PARAM with a node of the graph "
-                                                f"({known}){_hint(node, nodes or {})}", source)])
-        target = nodes[node].get("params")
-        if not isinstance(target, dict):
-            target = nodes[node]["params"] = LineMap()
-        *parents, leaf = param.split(".")
-        for key in parents:
-            if not isinstance(target.get(key), dict):
-                target[key] = LineMap()
-            target = target[key]
-        target[leaf] = value
-
-
-def _parse_params(cls: type[Node], raw: Any, with_locations: bool = False) -> tuple[NodeParams | None, list]:
-    """Validate params; errors read 'points: Input should be a valid list' (with the top-level key if asked)."""
-    try:
-        return cls.parse_params(raw), []
-    except ValidationError as exc:
-        errors = []
-        for error in exc.errors():
-            location = ".".join(str(part) for part in error["loc"]) or "(params)"
-            message = error["msg"].removeprefix("Value error, ")
-            text = f"'{location}': {message}"
-            if error["type"] not in ("value_error", "missing", "extra_forbidden"):
-                text += f" (got {error['input']!r})"
-            if error["type"] == "extra_forbidden":
-                text += f"{_hint(str(error['loc'][0]), cls.Params.model_fields)} " \
-                        f"(params: {', '.join(cls.Params.model_fields) or 'none'})"
-            errors.append((text, error["loc"][0] if error["loc"] else None) if with_locations else text)
-        return None, errors
-    except (TypeError, ValueError) as exc:
-        return None, [(f"params: {exc}", None) if with_locations else f"params: {exc}"]
-
-
-def _missing_inputs(cls: type[Node], wired: Mapping[str, Any]) -> list[str]:
-    return [port for port, spec in cls.inputs.items() if not spec.optional and port not in wired]
-
-
-def _cycle_problems(graph: Graph, lines: Mapping[str, int | None]) -> list[Problem]:
-    digraph = graph.digraph()
-    try:
-        edges = nx.find_cycle(digraph)
-    except nx.NetworkXNoCycle:
-        return []
-    names = [source for source, _ in edges] + [edges[0][0]]
-    steps = "; ".join(f"{target}.{inp} <- ${source}.{out}" for source, target in edges
-                      for out, inp in digraph.edges[source, target]["ports"])
-    return [Problem(f"cycle: {' -> '.join(names)} ({steps})", graph.source or "<graph>", lines.get(names[0]),
-                    node=names[0])]
-
-
-def _hint(name: str, choices: Any) -> str:
-    found = nearest(name, list(choices))
-    return f"; did you mean {' or '.join(repr(f) for f in found)}?" if found else ""
+        return graph_yaml.read(data, cls(source=source))
 
 
 def _caller_location() -> tuple[str | None, int | None]:

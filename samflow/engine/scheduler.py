@@ -22,8 +22,9 @@ from typing import Any
 
 from samflow.engine.cache import EmbeddingCache
 from samflow.engine.context import ItemContext
-from samflow.engine.graph import GRAPH_INPUTS, Graph
+from samflow.engine.graph import Graph
 from samflow.engine.node import Node
+from samflow.engine.spec import GRAPH_INPUTS
 from samflow.engine.types import Payload
 from samflow.errors import InputError, NodeError, SamflowError
 from samflow.pool import ModelPool, default_model_pool

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samflow.data.sa1b import Sample
+from samflow.data.samples import Sample
 from samflow.errors import InputError
 
 

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samflow.data.sa1b import Sample
+from samflow.data.samples import Sample
 from samflow.errors import InputError
 from samflow.models.sam.sam import Sam
 from samflow.ops.distance import distance_transform
+from samflow.ops.metrics import mask_iou
 from samflow.predict.predictor import SamPredictor
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,6 @@ def size_category(area: int) -> str:
         if lo <= area < hi:
             return name
     return "large"
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of bool masks (..., H, W) with (H, W) or (..., H, W) -> (...)."""
-    inter = np.logical_and(a, b).sum(axis=(-2, -1))
-    union = np.logical_or(a, b).sum(axis=(-2, -1))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def _peak(region: np.ndarray) -> tuple[float, int, int]:
@@ -256,4 +250,4 @@ def write_reports(reports: list[EvalReport], path: str | Path) -> Path:
 
 
 __all__ = ["EvalReport", "ObjectResult", "SyntheticScenes", "evaluate", "evaluate_sample", "load_dataset",
-           "mask_iou", "next_click", "size_category", "synthetic_scenes", "write_reports"]
+           "next_click", "size_category", "synthetic_scenes", "write_reports"]

@@ -14,6 +14,7 @@ import torch
 from samflow.errors import InputError
 from samflow.models.sam.prompt_encoder import POINT_LABELS
 from samflow.models.sam.sam import Sam
+from samflow.ops.arrays import finite_array
 from samflow.ops.image import to_rgb_uint8
 from samflow.ops.transforms import ResizeLongestSide
 
@@ -212,16 +213,6 @@ class SamPredictor:
 
     # --- checks -------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _finite_array(value: object, name: str) -> np.ndarray:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} must be numeric, got {type(value).__name__}") from None
-        if not np.isfinite(arr).all():
-            raise InputError(f"{name} contains NaN or infinite values")
-        return arr
-
     def _check_points(self, coords: object, labels: object) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
         if coords is None:
             if labels is not None:
@@ -229,7 +220,7 @@ class SamPredictor:
             return None, None, False
         if labels is None:
             raise InputError("point_labels must be supplied with point_coords")
-        c = self._finite_array(coords, "point_coords")
+        c = finite_array(coords, "point_coords")
         if c.ndim not in (2, 3) or c.shape[-1] != 2 or c.shape[-2] == 0:
             raise InputError(f"point_coords must have shape (P, 2) or (N, P, 2) with P >= 1; got {c.shape}")
         lab = np.asarray(labels)
@@ -245,7 +236,7 @@ class SamPredictor:
     def _check_boxes(self, box: object) -> tuple[np.ndarray | None, bool]:
         if box is None:
             return None, False
-        b = self._finite_array(box, "box")
+        b = finite_array(box, "box")
         if b.ndim == 1:
             b = b[None]
         if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
@@ -258,7 +249,7 @@ class SamPredictor:
     def _check_mask_input(self, mask_input: object) -> tuple[np.ndarray | None, bool]:
         if mask_input is None:
             return None, False
-        m = self._finite_array(mask_input, "mask_input")
+        m = finite_array(mask_input, "mask_input")
         size = self.model.prompt_encoder.mask_input_size
         if m.ndim == 3 and m.shape == (1, *size):
             return m[None], False

@@ -18,6 +18,7 @@ import numpy as np
 
 from samflow.engine.types import Boxes, MaskLogits, Points
 from samflow.errors import InputError
+from samflow.ops.arrays import finite_array
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,16 +87,6 @@ def _sizes(p: Prompts) -> set[int]:
     return sizes
 
 
-def _numbers(value: Any, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be numbers, got {type(value).__name__}") from None
-    if not np.isfinite(arr).all():
-        raise InputError(f"{what} contain NaN or infinite values")
-    return arr
-
-
 def _points(points: Any, labels: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     if isinstance(points, Points):
         if labels is not None:
@@ -105,7 +96,7 @@ def _points(points: Any, labels: Any) -> tuple[np.ndarray | None, np.ndarray | N
         if labels is not None and np.size(labels):
             raise InputError("point_labels given without points")
         return None, None
-    coords = _numbers(points, "points")
+    coords = finite_array(points, "points")
     if coords.ndim not in (2, 3) or coords.shape[-1] != 2 or coords.shape[-2] == 0:
         raise InputError(f"points must be [[x, y], ...] (P, 2) or (N, P, 2); got shape {coords.shape}")
     if coords.ndim == 2:
@@ -113,7 +104,7 @@ def _points(points: Any, labels: Any) -> tuple[np.ndarray | None, np.ndarray | N
     if labels is None:
         lab = np.ones(coords.shape[:2], dtype=np.int32)
     else:
-        lab = _numbers(labels, "point_labels")
+        lab = finite_array(labels, "point_labels")
         if lab.ndim == 1 and coords.shape[0] == 1:
             lab = lab[None]
         if lab.shape != coords.shape[:2]:
@@ -130,7 +121,7 @@ def _boxes(boxes: Any) -> np.ndarray | None:
         boxes = boxes.xyxy
     if boxes is None or np.size(boxes) == 0:
         return None
-    b = _numbers(boxes, "boxes")
+    b = finite_array(boxes, "boxes")
     if b.ndim == 1:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4:
@@ -163,7 +154,7 @@ def _mask_input(mask_input: Any) -> np.ndarray | None:
         mask_input = best()
     elif isinstance(mask_input, MaskLogits):
         mask_input = mask_input.best()
-    m = _numbers(mask_input, "mask_input").astype(np.float32)
+    m = finite_array(mask_input, "mask_input").astype(np.float32)
     if m.ndim == 3:
         m = m[None]
     if m.ndim != 4 or m.shape[1] != 1:

@@ -23,7 +23,9 @@ import torch
 from samflow.devices import resolve_device
 from samflow.errors import CheckpointError, InputError
 from samflow.models.text.adapter import PromptAdapter, adapter_path_for, load_adapter
-from samflow.models.text.clip import DEFAULT_CLIP, ClipModel, get_clip
+from samflow.models.text.clip import ClipModel
+from samflow.models.text.clip_config import DEFAULT_CLIP
+from samflow.models.text.clip_loading import get_clip
 from samflow.pool import ModelPool, default_model_pool
 from samflow.predict.predictor import POSTPROCESS_CHUNK, SamPredictor
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samflow.data.sa1b import Sample
+from samflow.data.samples import Sample
 from samflow.data.synthetic import render_scene, scene_rng
 from samflow.errors import InputError
 from samflow.ops.transforms import ResizeLongestSide

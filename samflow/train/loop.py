@@ -29,9 +29,10 @@ from samflow.models.sam.checkpoint import (
 from samflow.models.sam.config import SamConfig
 from samflow.models.sam.regrid import regrid_state_dict
 from samflow.models.sam.sam import Sam
+from samflow.ops.metrics import mask_iou
 from samflow.train.config import TrainConfig, load_train_config
 from samflow.train.data import BatchSampler, SceneSource, batch_stream
-from samflow.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samflow.train.losses import dice_loss, sigmoid_focal_loss
 from samflow.train.prompts import add_click, correction_clicks, embed_tokens, first_prompts
 
 log = logging.getLogger(__name__)

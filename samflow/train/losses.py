@@ -24,10 +24,3 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> 
     targets = targets.flatten(-2)
     inter = (prob * targets).sum(-1)
     return 1 - (2 * inter + eps) / (prob.sum(-1) + targets.sum(-1) + eps)
-
-
-def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """IoU of bool masks (..., H, W) -> (...); 1 when both are empty."""
-    inter = (pred & gt).flatten(-2).sum(-1).float()
-    union = (pred | gt).flatten(-2).sum(-1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))

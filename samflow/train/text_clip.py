@@ -10,9 +10,7 @@ contrastive loss uses a positive *matrix* instead of the diagonal (a batch of 12
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -21,14 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from samflow.data.captions import caption, is_small, object_name
 from samflow.data.synthetic import render_scene, scene_rng
-from samflow.errors import InputError
-from samflow.models.text.clip import ClipModel, build_open_clip, resolve_clip_config, save_clip
+from samflow.models.text.clip import ClipModel
+from samflow.models.text.clip_config import resolve_clip_config
+from samflow.models.text.clip_loading import build_open_clip, save_clip
 from samflow.models.text.crops import crop_windows, masked_crops
-from samflow.train.config import read_yaml_recipe
+from samflow.train.recipes import load_recipe_section, recipe_main, run_progress, set_warmup_cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -189,17 +188,9 @@ def train_text_clip(config: TextClipConfig) -> dict[str, Any]:
     started = time.perf_counter()
     losses: list[float] = []
     step = 0
-    while True:
-        # Progress in steps or in time, whichever is further: a time budget still ends with a full anneal.
-        progress = step / config.steps
-        if config.max_minutes:
-            progress = max(progress, (time.perf_counter() - started) / 60 / config.max_minutes)
-        if progress >= 1:
-            break
-        warm = min(1.0, (step + 1) / max(config.warmup_steps, 1))
-        lr = config.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    # Progress in steps or in time, whichever is further: a time budget still ends with a full anneal.
+    while (progress := run_progress(step, config.steps, started, config.max_minutes)) < 1:
+        lr = set_warmup_cosine_lr(optimizer, config.lr, step, config.warmup_steps, progress)
         index = torch.randint(len(data.annotations), (config.batch_size,), generator=generator)
         anns = [data.annotations[int(i)] for i in index]
         texts, keys = [], []
@@ -233,22 +224,14 @@ def train_text_clip(config: TextClipConfig) -> dict[str, Any]:
 
 
 def load_text_clip_config(path: str | Path) -> TextClipConfig:
-    path = Path(path)
-    raw = read_yaml_recipe(path)
-    section = raw.get("text_clip", raw) if isinstance(raw, dict) else raw
-    try:
-        return TextClipConfig(**section)
-    except (TypeError, ValidationError) as exc:
-        raise InputError(f"{path}: invalid text_clip recipe:\n{exc}") from None
+    """The `text_clip:` section of the recipe at `path` (or, without one, its top level)."""
+    return load_recipe_section(path, "text_clip", TextClipConfig, bare=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train samflow's small CLIP on synthetic crops.")
-    parser.add_argument("recipe", help="YAML with a text_clip: section (recipes/clip_tiny.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train_text_clip(load_text_clip_config(args.recipe))
-    return 0
+    return recipe_main(argv, "Train samflow's small CLIP on synthetic crops.",
+                       "YAML with a text_clip: section (recipes/clip_tiny.yaml)", load_text_clip_config,
+                       train_text_clip)
 
 
 if __name__ == "__main__":

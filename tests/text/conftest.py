@@ -7,7 +7,8 @@ import pytest
 import torch
 from text_testing import SMALL_CLIP, SMALL_SAM
 
-from samflow.models.text.clip import ClipConfig, build_open_clip, save_clip
+from samflow.models.text.clip_config import ClipConfig
+from samflow.models.text.clip_loading import build_open_clip, save_clip
 
 
 @pytest.fixture(scope="session", autouse=True)

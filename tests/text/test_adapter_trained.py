@@ -16,7 +16,9 @@ SCENES = 6
 def test_text_and_image_paths_share_one_prompt_space():
     from samflow.models.sam import build_sam
     from samflow.predict.text import load_text_models
-    from samflow.train.text_adapter import TextAdapterConfig, build_objects, evaluate, text_embeddings
+    from samflow.train.text_adapter import TextAdapterConfig
+    from samflow.train.text_adapter_data import build_objects, text_embeddings
+    from samflow.train.text_adapter_eval import evaluate
 
     sam = build_sam("tiny", device="cpu")
     models = load_text_models("tiny", device="cpu")

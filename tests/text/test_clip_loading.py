@@ -13,7 +13,7 @@ import torch
 from text_testing import SMALL_CLIP, needs_shipped_clip
 
 from samflow.errors import CheckpointError, InputError
-from samflow.models.text.clip import get_clip, load_clip
+from samflow.models.text.clip_loading import get_clip, load_clip
 from samflow.pool import ModelPool
 
 

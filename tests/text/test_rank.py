@@ -94,7 +94,7 @@ def test_shipped_clip_ranks_held_out_scenes():
     the scene keeps nothing (ground-truth masks as the proposals)."""
     from samflow.data.captions import absent_names, caption, unique_objects
     from samflow.data.synthetic import render_scene, scene_rng
-    from samflow.models.text.clip import get_clip
+    from samflow.models.text.clip_loading import get_clip
 
     clip = get_clip("clip_tiny", device="cpu")
     hits = total = false_keeps = absent_total = 0

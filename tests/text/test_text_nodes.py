@@ -12,7 +12,7 @@ from text_testing import SMALL_SAM, needs_shipped_text
 from samflow.engine.graph import Graph
 from samflow.engine.types import Image, Masks, TextEmbedding
 from samflow.models.text.adapter import AdapterConfig, PromptAdapter, save_adapter
-from samflow.models.text.clip import load_clip
+from samflow.models.text.clip_loading import load_clip
 
 GRAPH = Path(__file__).resolve().parents[2] / "graphs" / "text_to_mask.yaml"
 

@@ -149,7 +149,7 @@ def test_adapter_with_context_layers_round_trips(tmp_path):
 
 
 def test_caption_table_mixes_in_captions_of_the_right_names():
-    from samflow.train.text_adapter import CaptionTable, template_embeddings
+    from samflow.train.text_adapter_data import CaptionTable, template_embeddings
 
     class FakeClip:  # one embedding per text: its templates and names stay tellable apart
         def embed_text(self, texts):
@@ -200,7 +200,7 @@ def test_text_tokens_for_refuses_another_clip(adapter, small_sam):
 
 
 def test_hook_needs_the_image_and_refuses_other_sam_weights(adapter, small_sam, clip_file):
-    from samflow.models.text.clip import load_clip
+    from samflow.models.text.clip_loading import load_clip
     from samflow.predict.text import TextModels, text_prompt_tokens
 
     clip = load_clip(None, clip_file)

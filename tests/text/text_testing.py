@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from samflow.models.text.clip import SHIPPED_CLIP
+from samflow.models.text.clip_config import SHIPPED_CLIP
 
 # A CLIP small enough to build in milliseconds: 32 px images, 2 blocks per tower.
 SMALL_CLIP = {

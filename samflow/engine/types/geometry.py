@@ -135,6 +135,14 @@ class Intrinsics(Payload):
         return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
                           width, height, self.path)
 
+    @staticmethod
+    def check_param(value: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
+        """A node's `intrinsics` param, returned unchanged once checked: a mapping must make valid intrinsics, so
+        fx = 0 and friends fail when the graph is validated; a file path is read when the node first runs."""
+        if isinstance(value, dict):
+            Intrinsics.from_mapping(value)
+        return value
+
     @classmethod
     def from_mapping(cls, data: Any, path: Path | None = None) -> Intrinsics:
         """From `{"fx", "fy", "cx", "cy"[, "width", "height"]}` or `{"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]}`."""

@@ -12,7 +12,9 @@ from samflow.models.text.adapter import (
     load_adapter,
     save_adapter,
 )
-from samflow.models.text.clip import ClipConfig, ClipModel, get_clip, load_clip, save_clip
+from samflow.models.text.clip import ClipModel
+from samflow.models.text.clip_config import ClipConfig
+from samflow.models.text.clip_loading import get_clip, load_clip, save_clip
 from samflow.models.text.crops import masked_crops
 from samflow.models.text.rank import RankResult, rank_masks
 

@@ -28,6 +28,7 @@ import torch
 
 from samflow.errors import InputError
 from samflow.models.text.clip import ClipModel
+from samflow.ops.metrics import mask_iou
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ class RankResult:
     cosines: np.ndarray
     threshold: float
     mode: str
-
-
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 def rank_masks(clip: ClipModel, image: np.ndarray, masks: np.ndarray, texts: str | Sequence[str], *,
@@ -117,7 +113,9 @@ def rank_masks(clip: ClipModel, image: np.ndarray, masks: np.ndarray, texts: str
     for i in order:
         if len(kept) == top_k:
             break
-        if dedupe and any(_mask_iou(masks[i], masks[j]) > DUPLICATE_IOU for j in kept):
+        # Masks under min_area score -inf and miss any finite threshold, so with min_area >= 1 (the default 16)
+        # no mask here is empty; otherwise two empty masks (IoU 1 by mask_iou's definition) are one duplicate.
+        if dedupe and any(mask_iou(masks[i], masks[j]) > DUPLICATE_IOU for j in kept):
             continue
         kept.append(i)
     return RankResult(np.asarray(kept, dtype=np.int64), scores[kept].astype(np.float32), cosines,
