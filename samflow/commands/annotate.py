@@ -1,13 +1,5 @@
-"""`samflow annotate IMAGES --out DIR`: the data engine. Automatic masks for every image, one SA-1B JSON each.
-
-- Each image gets `DIR/<stem>.json` (its integer id is kept in `DIR/image_ids.json`, stable between runs): `{"image": {image_id, width, height, file_name}, "annotations": [{id,
-  segmentation (COCO RLE), bbox (XYWH), area, predicted_iou, stability_score, crop_box, point_coords}]}`.
-- Files are written to a temporary name and renamed, so a JSON that exists is complete: a rerun skips those images
-  and redoes the rest (an interrupted run resumes; leftover temporary files are overwritten).
-- An image that fails (unreadable, too large for memory...) is recorded in `DIR/summary.json` and the run goes
-  on; the exit status is 1 when any failed.
-- `--preview` also writes `DIR/previews/<stem>.png`, the masks in translucent colours over the image.
-"""
+"""`samflow annotate IMAGES --out DIR`: the data engine's command; the outputs, resume and failure records are
+those of `samflow.scale.annotate` (in process) and `samflow.scale.distributed` (`--engine ray`)."""
 
 from __future__ import annotations
 
