@@ -173,7 +173,7 @@ def test_oversized_upload_is_refused_before_it_is_read(service):
     host, port = client.base_url.host, client.base_url.port
     # Declared too large: answered at once, though not one byte of the body is sent.
     with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(b"POST /api/images HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        sock.sendall(b"POST /api/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                      b"Content-Length: %d\r\n\r\n" % (100 * LIMIT))
         reply = b""
         while chunk := sock.recv(65536):  # the server closes the connection after its answer
@@ -197,7 +197,7 @@ def test_oversized_upload_is_refused_before_it_is_read(service):
                 yield b"\0" * chunk
 
         headers = {"content-type": "multipart/form-data; boundary=XyZ" if multipart else "image/png"}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as ac:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as ac:
             response = await ac.post("/api/images", content=body(), headers=headers)
         return response.status_code, pulled, response.json()
 
@@ -239,7 +239,7 @@ def test_uploads_are_evicted_least_recently_used_by_bytes(scenes, segmenter, upl
     image_bytes = 256 * 256 * 3
     settings = ServiceSettings(image_cache_bytes=int(2.5 * image_bytes))
     # The module's segmenter already holds these embeddings: only the image store is under test here.
-    with TestClient(create_app(settings, segmenter=segmenter)) as client:
+    with TestClient(create_app(settings, segmenter=segmenter), base_url="http://localhost") as client:
         ids = [client.post("/api/images", content=png_bytes(p)).json()["id"] for p in scenes[:2]]
         assert client.get(f"/api/images/{ids[0]}").status_code == 200  # now the most recently used
         client.post("/api/images", content=png_bytes(scenes[2]))

@@ -3,7 +3,8 @@
     from samflow.serve import ServiceSettings, create_app
     app = create_app(ServiceSettings(model="tiny"))     # an ASGI app; `samflow serve` runs it with uvicorn
 
-Needs the `serve` extra: fastapi, uvicorn, python-multipart.
+Needs the `serve` extra: fastapi, uvicorn, python-multipart (and fastapi-offline for the Swagger UI at /docs).
+Who may call it and the limits on what a request may cost: security.py, policy.py, settings.py.
 """
 
 from samflow.serve.settings import ServiceSettings

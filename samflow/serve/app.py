@@ -1,8 +1,8 @@
-"""The FastAPI application: routes over `Service`, JSON errors, body limits, and the browser app at `/`."""
+"""The FastAPI application: routes over `Service`, JSON errors, body limits, the request guard (trusted hosts, same
+origin, content types, access token: security.py), local API docs, and the browser app at `/`."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,9 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from samflow.errors import SamflowError
 from samflow.predict.segmenter import Segmenter
+from samflow.serve.docs import install_docs
 from samflow.serve.errors import ErrorResponse, InternalErrorMiddleware, install_error_handlers
 from samflow.serve.limits import BodyLimitMiddleware
 from samflow.serve.schemas import (
@@ -22,6 +24,7 @@ from samflow.serve.schemas import (
     SegmentRequest,
     SegmentResponse,
 )
+from samflow.serve.security import RequestGuard, is_loopback
 from samflow.serve.service import Service
 from samflow.serve.settings import ServiceSettings
 from samflow.serve.uploads import read_upload
@@ -32,7 +35,12 @@ UPLOAD_PATH = "/api/images"
 DESCRIPTION = """Interactive segmentation with SAM. Upload an image once (`POST /api/images`, the body is the image
 file); its embedding is computed once and kept. Then send prompts (`POST /api/images/{id}/segment`): each answer
 costs the mask decoder only. Masks come as COCO RLE and PNG. Errors are JSON `{"error": {"code", "message"}}`.
-The browser app is at `/`."""
+The browser app is at `/`.
+
+Only this service's own pages (same origin) may call it from a browser; the Host must be this machine's (or one the
+operator allowed); uploads are `image/*` or `application/octet-stream` (or multipart), prompts `application/json`.
+A service started with an access token takes it as `Authorization: Bearer TOKEN`. Every count that drives work is
+limited (see `GET /api/health`); graph runs read no files on the server."""
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -54,21 +62,26 @@ _UPLOAD_BODY = {
 
 
 def create_app(settings: ServiceSettings | None = None, *, segmenter: Segmenter | None = None) -> FastAPI:
-    """The service as an ASGI app; the model is loaded now, so a bad --model or checkpoint fails at start."""
+    """The service as an ASGI app; the model is loaded now, so a bad --model or checkpoint fails at start.
+
+    SamflowError when `settings.host` is not a loopback address and there is no access token."""
     from samflow import __version__
 
     settings = settings or ServiceSettings()
+    check_exposure(settings)
     service = Service(settings, segmenter)
-    app = FastAPI(title="samflow", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="samflow", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.service = service
     install_error_handlers(app)
+    install_docs(app, "samflow")
 
     def body_limit(scope: dict[str, Any]) -> int:
         is_upload = scope.get("path") == UPLOAD_PATH and scope.get("method") == "POST"
         return settings.max_upload_bytes if is_upload else settings.max_json_bytes
 
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)  # added last: runs first
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(RequestGuard, settings=settings, upload_path=UPLOAD_PATH)  # added last: runs first
 
     @app.get("/api/health", response_model=Health, tags=["service"])
     def health() -> Health:
@@ -76,12 +89,13 @@ def create_app(settings: ServiceSettings | None = None, *, segmenter: Segmenter 
         return service.health()
 
     @app.post(UPLOAD_PATH, response_model=ImageInfo, tags=["images"], openapi_extra=_UPLOAD_BODY,
-              responses=_errors(400, 413, 422))
+              responses=_errors(400, 413, 415, 422))
     async def upload_image(request: Request) -> ImageInfo:
         """Upload an image; returns its id. The embedding is computed now (once: the same bytes again are free).
 
         413 `too_large` over the upload limit (refused as soon as it is known, without reading the rest),
-        413 `image_too_large` over the size limit, 422 `bad_image` when it is not an image."""
+        413 `image_too_large` over the size limit, 422 `bad_image` when it is not an image. Past max_pixels the
+        picture is downscaled (`scale` < 1; prompts are in the downscaled pixels) or, per the settings, refused."""
         data = await read_upload(request)
         return await run_in_threadpool(service.add_image, data)
 
@@ -93,12 +107,8 @@ def create_app(settings: ServiceSettings | None = None, *, segmenter: Segmenter 
     @app.get(UPLOAD_PATH + "/{image_id}/image.png", tags=["images"], responses=_errors(404),
              response_class=Response)
     def image_png(image_id: str) -> Response:
-        """The pixels the service segments (decoded, EXIF-oriented), as PNG."""
-        from PIL import Image as PILImage
-
-        buffer = io.BytesIO()
-        PILImage.fromarray(service.image(image_id).data).save(buffer, format="PNG", compress_level=1)
-        return Response(buffer.getvalue(), media_type="image/png")
+        """The pixels the service segments (decoded, EXIF-oriented, downscaled past max_pixels), as PNG."""
+        return Response(service.image_png(image_id), media_type="image/png")
 
     @app.post(UPLOAD_PATH + "/{image_id}/segment", response_model=SegmentResponse, tags=["images"],
               responses=_errors(404, 413, 422))
@@ -111,8 +121,11 @@ def create_app(settings: ServiceSettings | None = None, *, segmenter: Segmenter 
               responses=_errors(403, 404, 413, 422))
     def run_graph(request: GraphRunRequest) -> GraphRunResponse:
         """Run a YAML graph once on uploaded images (by id) and JSON inputs, sharing the service's models and
-        embeddings. 422 `bad_graph` (with file:line), `bad_input`, `node_failed`."""
+        embeddings. 422 `bad_graph` (with file:line), `bad_input`, `node_failed`; 403 `server_path` (a param names
+        a file on the server), `param_not_allowed` (a model or device the service does not offer); 413
+        `over_limit` (a count over the service's limits)."""
         return service.run_graph(request)
+
 
     if (APP_DIR / "index.html").is_file():
         app.mount("/app", StaticFiles(directory=APP_DIR), name="app")
@@ -122,3 +135,10 @@ def create_app(settings: ServiceSettings | None = None, *, segmenter: Segmenter 
             return FileResponse(APP_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def check_exposure(settings: ServiceSettings) -> None:
+    """An address other than loopback needs an access token: anyone who can reach it could use the service."""
+    if not is_loopback(settings.host) and not settings.token:
+        raise SamflowError(f"samflow serve on {settings.host or 'all addresses'} (not loopback) needs an access "
+                           "token: pass --token TOKEN or set SAMFLOW_TOKEN")

@@ -12,9 +12,17 @@ Box = tuple[float, float, float, float]
 
 class Limits(BaseModel):
     max_upload_bytes: int
+    max_json_bytes: int
+    max_graph_bytes: int
     max_side: int
+    max_pixels: int = Field(description="larger uploads are downscaled to this many pixels (or refused: oversize)")
+    oversize: Literal["downscale", "refuse"]
     max_points: int
     max_boxes: int
+    max_texts: int
+    max_masks: int = Field(description="masks returned per request (objects x candidates)")
+    max_mask_pixels: int = Field(description="masks returned x their pixels, per request")
+    max_graph_nodes: int
 
 
 class Health(BaseModel):
@@ -29,8 +37,12 @@ class Health(BaseModel):
 
 class ImageInfo(BaseModel):
     id: str = Field(description="the image's id: a hash of the uploaded bytes (the same file gets the same id)")
-    width: int
+    width: int = Field(description="width of the pixels segmented (prompt coordinates are in these pixels)")
     height: int
+    scale: float = Field(1.0, description="segmented size / uploaded size: below 1 when the upload was larger "
+                                          "than the service's max_pixels and was downscaled")
+    original_width: int | None = Field(None, description="width as uploaded")
+    original_height: int | None = None
     encoded: bool = Field(description="whether its embedding is ready (prompts then cost the decoder only)")
     encode_ms: float | None = Field(None, description="encoder time of this request; 0 when it was cached")
 
@@ -73,11 +85,12 @@ class SegmentResponse(BaseModel):
 
 class GraphRunRequest(BaseModel):
     """A YAML graph and its inputs: an Image input takes an uploaded image's id; Points, Boxes and other inputs
-    take their JSON form (e.g. {"points": [[x, y]], "labels": [1]}); files on the server are never read."""
+    take their JSON form (e.g. {"points": [[x, y]], "labels": [1]}); files on the server are never read: params that
+    name one are refused (403 `server_path`) unless the operator allowed a folder that holds it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    graph: str = Field(description="the graph as YAML text")
+    graph: str = Field(description="the graph as YAML text (no anchors or aliases; at most max_graph_bytes)")
     inputs: dict[str, Any] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict, description='node params: {"NODE.PARAM": value}')
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -10,28 +9,36 @@ import time
 from typing import Any
 
 from samflow.errors import SamflowError
+from samflow.serve.security import is_loopback
 
 log = logging.getLogger(__name__)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run(app: Any, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve `app` until interrupted."""
+    """Serve `app` until interrupted. SamflowError for a non-loopback `host` when the app has no access token."""
     import uvicorn
 
+    _check_token(app, host)
     if not is_loopback(host):
-        log.warning("listening on %s: anyone who can reach this machine can use the service (it has no "
-                    "authentication); the default 127.0.0.1 keeps it local", host)
+        log.warning("listening on %s: anyone who can reach this machine and has the token can use the service; "
+                    "the default 127.0.0.1 keeps it local", host)
     log.info("samflow service on http://%s:%d/ (API docs at /docs)", host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=_max_connections(app))
+
+
+def _settings(app: Any) -> Any:
+    return getattr(getattr(getattr(app, "state", None), "service", None), "settings", None)
+
+
+def _max_connections(app: Any) -> int | None:
+    return getattr(_settings(app), "max_connections", None)
+
+
+def _check_token(app: Any, host: str) -> None:
+    token = getattr(_settings(app), "token", None)
+    if not is_loopback(host) and not token:
+        raise SamflowError(f"serving on {host or 'all addresses'} (not loopback) needs an access token: pass "
+                           "--token TOKEN or set SAMFLOW_TOKEN")
 
 
 class BackgroundServer:
@@ -43,11 +50,13 @@ class BackgroundServer:
     def __enter__(self) -> str:
         import uvicorn
 
+        _check_token(self.app, self.host)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((self.host, self.port))
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2,
+                                limit_concurrency=_max_connections(self.app))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True,
                                         name="samflow-serve")

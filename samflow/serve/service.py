@@ -3,6 +3,10 @@
 Uploads are held decoded in an LRU of bounded bytes (an EmbeddingCache keyed by the hash of the uploaded bytes);
 embeddings live in the Segmenter's cache, also LRU by bytes. An image whose embedding was evicted is encoded again
 on its next prompt; an image evicted itself is a 404 `unknown_image` (upload it again).
+
+Every request that does model work (an upload's encoder run, a prompt's decoder run and the encoding of its masks,
+a whole graph run and the encoding of its outputs) holds one of `model_workers` slots, so that setting bounds the
+work in progress and the memory it takes. Graph runs are checked against the policy in policy.py first.
 """
 
 from __future__ import annotations
@@ -11,21 +15,30 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+import yaml
 
 from samflow.devices import resolve_device
 from samflow.engine.cache import EmbeddingCache, content_key
 from samflow.engine.graph import Graph
+from samflow.engine.overrides import apply_overrides
 from samflow.engine.scheduler import Scheduler
-from samflow.engine.types import FilePath, Image
+from samflow.engine.types import Image
 from samflow.errors import GraphError, InputError, NodeError, SamflowError
+from samflow.pool import ModelPool
 from samflow.predict.prompts import Prompts
 from samflow.predict.segmenter import Segmenter
 from samflow.predict.textprompt import TextPromptsUnavailable, text_prompts_available
 from samflow.serve.encode import masks_out, payload_json
 from samflow.serve.errors import ApiError
+from samflow.serve.models import BoundedModelPool
+from samflow.serve.policy import GraphPolicy, json_depth, over_limit
 from samflow.serve.schemas import (
     GraphRunRequest,
     GraphRunResponse,
@@ -38,11 +51,14 @@ from samflow.serve.schemas import (
 )
 from samflow.serve.settings import ServiceSettings
 from samflow.serve.uploads import decode_image
+from samflow.yamlio import load_with_lines
 
 log = logging.getLogger(__name__)
 
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_KEY = "samflow.serve.upload"
+MAX_ORIGINALS = 4096  # downscaled uploads whose size as uploaded is remembered
+T = TypeVar("T")
 
 
 class Service:
@@ -50,25 +66,48 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, segmenter: Segmenter | None = None) -> None:
         self.settings = settings
-        self.segmenter = segmenter or Segmenter(cache=EmbeddingCache(max_bytes=settings.embedding_cache_bytes))
+        # The served model lives in a pool of its own (or the given segmenter's); graph runs load others into a
+        # bounded pool on top of it.
+        self.segmenter = segmenter or Segmenter(cache=EmbeddingCache(max_bytes=settings.embedding_cache_bytes),
+                                                models=ModelPool())
         self.device = resolve_device(settings.device)
         self.model = self.segmenter.model(settings.model, checkpoint=settings.checkpoint, device=self.device)
+        self.graph_models = BoundedModelPool(settings.max_models, parent=self.segmenter.models)
+        self.policy = GraphPolicy(settings, self.device)
         self.images = EmbeddingCache(max_bytes=settings.image_cache_bytes)
-        # CPU-bound model calls beyond a few at once only queue inside torch; bound them here.
+        # CPU-bound model calls beyond a few at once only queue inside torch; bound them here. The work runs on
+        # `model_workers` threads of its own, so the memory it leaves in the allocator's per-thread arenas is bounded
+        # by that setting too (not by the number of request threads).
         self._model_slots = threading.BoundedSemaphore(max(1, settings.model_workers))
+        self._workers = ThreadPoolExecutor(max(1, settings.model_workers), thread_name_prefix="samflow-model")
+        weakref.finalize(self, self._workers.shutdown, wait=False)
         self._text_ready: bool | None = None
+        self._originals: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._originals_lock = threading.Lock()
 
     @contextmanager
     def _model_slot(self) -> Iterator[None]:
+        """Hold one of the `model_workers` slots (in the calling thread)."""
         with self._model_slots:
             yield
+
+    def in_slot(self, work: Callable[[], T]) -> T:
+        """`work()` on one of the service's model threads, holding a slot; its exceptions are raised here."""
+        def call() -> T:
+            with self._model_slots:
+                return work()
+
+        return self._workers.submit(call).result()
 
     def health(self) -> Health:
         s = self.settings
         return Health(model=s.model, device=self.device, text_prompts=self.text_prompts_ready(),
                       images=len(self.images),
-                      limits=Limits(max_upload_bytes=s.max_upload_bytes, max_side=s.max_side,
-                                    max_points=s.max_points, max_boxes=s.max_boxes))
+                      limits=Limits(max_upload_bytes=s.max_upload_bytes, max_json_bytes=s.max_json_bytes,
+                                    max_graph_bytes=s.max_graph_bytes, max_side=s.max_side,
+                                    max_pixels=s.max_pixels, oversize=s.oversize, max_points=s.max_points,
+                                    max_boxes=s.max_boxes, max_texts=s.max_texts, max_masks=s.max_masks,
+                                    max_mask_pixels=s.max_mask_pixels, max_graph_nodes=s.max_graph_nodes))
 
     def text_prompts_ready(self) -> bool | None:
         """Whether text prompts work here: False when samflow.predict.text is missing, else what the latest text
@@ -81,21 +120,32 @@ class Service:
 
     def add_image(self, data: bytes) -> ImageInfo:
         """Keep an uploaded image under the hash of its bytes and compute its embedding (once)."""
+        s = self.settings
         image_id = content_key(UPLOAD_KEY, data)
-        entry = self.images.get(image_id)
-        image = entry["image"] if entry is not None else decode_image(data, self.settings.max_side)
-        if entry is None:
-            if image.nbytes > (self.images.max_bytes or 0):
-                raise ApiError(413, "image_too_large", f"the decoded image takes {image.nbytes} bytes, more than "
-                                                       f"this service's image cache ({self.images.max_bytes})")
-            self.images.put(image_id, {"image": image})
-        started = time.perf_counter()
-        with self._model_slot():
+
+        def work() -> tuple[Image, float]:  # decoding (up to max_side^2 pixels before downscaling), the encoder
+            entry = self.images.get(image_id)
+            if entry is None:
+                image, original = decode_image(data, s.max_side, s.max_pixels, s.oversize)
+                if image.nbytes > (self.images.max_bytes or 0):
+                    raise ApiError(413, "image_too_large", f"the decoded image takes {image.nbytes} bytes, more "
+                                                           f"than this service's image cache ({self.images.max_bytes})")
+                entry = {"image": image}
+                self.images.put(image_id, entry)
+                if original != (image.size[1], image.size[0]):
+                    with self._originals_lock:  # sizes as uploaded of the downscaled images (a bounded record)
+                        self._originals[image_id] = original
+                        while len(self._originals) > MAX_ORIGINALS:
+                            self._originals.popitem(last=False)
+            image = entry["image"]
+            started = time.perf_counter()
             _, computed = self.segmenter.embed_status(self.model, image)
-        encode_ms = (time.perf_counter() - started) * 1e3 if computed else 0.0
+            return image, (time.perf_counter() - started) * 1e3 if computed else 0.0
+
+        image, encode_ms = self.in_slot(work)
         h, w = image.size
-        log.info("image %s… %dx%d %s", image_id[:12], w, h, f"encoded in {encode_ms:.0f} ms" if computed else "cached")
-        return ImageInfo(id=image_id, width=w, height=h, encoded=True, encode_ms=round(encode_ms, 3))
+        log.info("image %s… %dx%d %s", image_id[:12], w, h, f"encoded in {encode_ms:.0f} ms" if encode_ms else "cached")
+        return self._info(image_id, image, encode_ms=round(encode_ms, 3))
 
     def image(self, image_id: str) -> Image:
         entry = self.images.get(image_id) if IMAGE_ID.match(image_id) else None
@@ -105,18 +155,45 @@ class Service:
         return entry["image"]
 
     def image_info(self, image_id: str) -> ImageInfo:
-        h, w = self.image(image_id).size
-        return ImageInfo(id=image_id, width=w, height=h, encoded=True, encode_ms=None)
+        return self._info(image_id, self.image(image_id), encode_ms=None)
+
+    def _info(self, image_id: str, image: Image, encode_ms: float | None) -> ImageInfo:
+        h, w = image.size
+        ow, oh = self._originals.get(image_id) or (w, h)
+        return ImageInfo(id=image_id, width=w, height=h, scale=round(w / ow, 6) if ow else 1.0, original_width=ow,
+                         original_height=oh, encoded=True, encode_ms=encode_ms)
+
+    def image_png(self, image_id: str) -> bytes:
+        """The pixels the service segments as PNG (encoded in a model slot: it is work on a big array)."""
+        import io
+
+        from PIL import Image as PILImage
+
+        image = self.image(image_id)
+
+        def work() -> bytes:
+            buffer = io.BytesIO()
+            PILImage.fromarray(image.data).save(buffer, format="PNG", compress_level=1)
+            return buffer.getvalue()
+
+        return self.in_slot(work)
 
     # ------------------------------------------------------------------------------------------- prompts
 
     def segment(self, image_id: str, request: SegmentRequest) -> SegmentResponse:
         image = self.image(image_id)
         prompts = self._prompts(request, image)
-        started = time.perf_counter()
+
+        def work() -> tuple[list[ObjectOut], float]:  # decoding and encoding the masks: big arrays, in a slot
+            started = time.perf_counter()
+            prediction = self.segmenter.predict(self.model, image, prompts, multimask=request.multimask)
+            decode_ms = (time.perf_counter() - started) * 1e3
+            return [ObjectOut(label=prediction.labels[n], best=int(prediction.scores[n].argmax()),
+                              masks=masks_out(prediction.masks[n], prediction.scores[n], request.png))
+                    for n in range(prediction.masks.shape[0])], decode_ms
+
         try:
-            with self._model_slot():
-                prediction = self.segmenter.predict(self.model, image, prompts, multimask=request.multimask)
+            objects, decode_ms = self.in_slot(work)
         except TextPromptsUnavailable as exc:
             self._text_ready = False
             raise ApiError(422, "text_prompts_unavailable", str(exc)) from exc
@@ -124,10 +201,6 @@ class Service:
             raise ApiError(422, "bad_prompt", str(exc)) from exc
         if prompts.texts is not None:
             self._text_ready = True
-        decode_ms = (time.perf_counter() - started) * 1e3
-        objects = [ObjectOut(label=prediction.labels[n], best=int(prediction.scores[n].argmax()),
-                             masks=masks_out(prediction.masks[n], prediction.scores[n], request.png))
-                   for n in range(prediction.masks.shape[0])]
         h, w = image.size
         return SegmentResponse(image_id=image_id, width=w, height=h, objects=objects, decode_ms=round(decode_ms, 3))
 
@@ -146,6 +219,15 @@ class Service:
             if not (0 <= box[0] <= box[2] <= w and 0 <= box[1] <= box[3] <= h):
                 raise ApiError(422, "bad_prompt", f"box {list(box)} is not x0 <= x1, y0 <= y1 inside the {w}x{h} "
                                                   "image")
+        objects = max(len(request.boxes), 1)
+        single_click = len(request.points) == 1 and not request.boxes and request.text is None
+        candidates = 3 if request.multimask or (request.multimask is None and single_click) else 1
+        masks = objects * candidates
+        if masks > s.max_masks or masks * h * w > s.max_mask_pixels:
+            raise ApiError(422, "bad_prompt", f"{objects} objects x {candidates} candidate masks of {w}x{h} pixels "
+                                              f"is over this service's limits ({s.max_masks} masks and "
+                                              f"{s.max_mask_pixels} mask pixels per request): send fewer boxes "
+                                              "or multimask false")
         try:
             return Prompts.build(request.points or None, request.labels, request.boxes or None, request.text)
         except InputError as exc:
@@ -154,37 +236,50 @@ class Service:
     # ------------------------------------------------------------------------------------------- graphs
 
     def run_graph(self, request: GraphRunRequest) -> GraphRunResponse:
-        if not self.settings.graphs:
+        s = self.settings
+        if not s.graphs:
             raise ApiError(403, "graphs_disabled", "this service was started with --no-graphs")
+        graph = self._read_graph(request)
+        inputs = {name: self.policy.graph_input(graph, name, value, self.image)
+                  for name, value in request.inputs.items()}
+        self.policy.check(graph, inputs)
+        started = time.perf_counter()
+        with Scheduler(graph, cache=self.segmenter.cache, models=self.graph_models) as scheduler:
+            def work() -> dict[str, Any]:  # the whole run and the encoding of its outputs
+                try:
+                    outputs = scheduler.run(inputs, item_id="request")
+                except NodeError as exc:
+                    raise ApiError(422, "node_failed", str(exc)) from exc
+                except SamflowError as exc:
+                    raise ApiError(422, "bad_input", str(exc)) from exc
+                self.policy.check_outputs(outputs)
+                return {name: payload_json(value) for name, value in outputs.items()}
+
+            encoded = self.in_slot(work)
+            stats = scheduler.stats_dict()
+        return GraphRunResponse(outputs=encoded, nodes=stats, seconds=round(time.perf_counter() - started, 6))
+
+    def _read_graph(self, request: GraphRunRequest) -> Graph:
+        """The request's graph, read with the service's limits: its size, no YAML anchors or aliases, bounded
+        nesting (samflow.yamlio), overrides applied; problems are 422 `bad_graph` with the line."""
+        s, source = self.settings, "<request>"
+        size = len(request.graph.encode("utf-8", "surrogatepass"))
+        if size > s.max_graph_bytes:
+            raise over_limit("bytes of graph YAML", size, s.max_graph_bytes, "max_graph_bytes")
+        if len(request.overrides) > s.max_graph_nodes * 8:
+            raise over_limit("overrides", len(request.overrides), s.max_graph_nodes * 8, "max_graph_nodes x 8")
+        for name, value in request.overrides.items():
+            json_depth(value, what=f"override {name!r}")
         try:
-            graph = Graph.from_yaml(request.graph, source="<request>", overrides=request.overrides or None)
+            data = load_with_lines(request.graph, source, allow_aliases=False)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            what = getattr(exc, "problem", None) or str(exc)
+            raise ApiError(422, "bad_graph", f"{where}: YAML: {what}") from exc
+        try:
+            if request.overrides:
+                apply_overrides(data, request.overrides, source)
+            return Graph.from_dict(data, source=source)
         except GraphError as exc:
             raise ApiError(422, "bad_graph", str(exc)) from exc
-        inputs = {name: self._graph_input(graph, name, value) for name, value in request.inputs.items()}
-        started = time.perf_counter()
-        with Scheduler(graph, cache=self.segmenter.cache, models=self.segmenter.models) as scheduler:
-            try:
-                with self._model_slot():
-                    outputs = scheduler.run(inputs, item_id="request")
-            except NodeError as exc:
-                raise ApiError(422, "node_failed", str(exc)) from exc
-            except SamflowError as exc:
-                raise ApiError(422, "bad_input", str(exc)) from exc
-            stats = scheduler.stats_dict()
-        return GraphRunResponse(outputs={name: payload_json(value) for name, value in outputs.items()}, nodes=stats,
-                                seconds=round(time.perf_counter() - started, 6))
-
-    def _graph_input(self, graph: Graph, name: str, value: Any) -> Any:
-        kind = graph.inputs.get(name)
-        if kind is None:
-            raise ApiError(422, "bad_input", f"the graph has no input {name!r}; its inputs: "
-                                             f"{', '.join(graph.inputs) or 'none'}")
-        if kind is Image:
-            if not isinstance(value, str):
-                raise ApiError(422, "bad_input", f"input {name!r} (Image) takes the id of an uploaded image")
-            return self.image(value)
-        if kind is FilePath or isinstance(value, str):
-            # A string would be read as a path on the server: the service only takes uploads and JSON values.
-            raise ApiError(422, "bad_input", f"input {name!r} ({kind.type_name}) takes a JSON value here, not a path "
-                                             "or string; images are uploaded and passed by id")
-        return value
