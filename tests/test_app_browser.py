@@ -1,6 +1,7 @@
 """The browser app in headless Chromium (Playwright driving Debian's system `chromium`): open an image, click, see
 the mask drawn on the canvas (its pixels, not only the DOM), cycle, accept, export SA-1B and COCO JSON that decode to
-that mask; drag a box, right click, a text prompt; a screenshot is kept as an artifact."""
+that mask; drag a box, right click, a text prompt; a screenshot is kept as an artifact. Here every prompt is
+decoded by the server (the runtime for decoding in the browser is withheld)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def page():
     with live_service() as (url, _), sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1100, "height": 700}, accept_downloads=True)
+        # Without onnxruntime-web the app decodes on the server: this test drives that path (the fallback, and the
+        # one text prompts always take); tests/serve/test_browser_decoding.py drives decoding in the browser.
+        context.route("**/ort/**", lambda route: route.fulfill(status=404))
         page = context.new_page()
         page.set_default_timeout(30_000)
         errors: list[str] = []

@@ -1,5 +1,8 @@
 // samflow browser app: click, drag or describe an object, see SAM's mask, keep it, export SA-1B or COCO JSON.
-// Plain JS, no build step. The server keeps the image embedding; each prompt is one POST answered by the decoder.
+// Plain JS, no build step. The server computes each image's embedding once; clicks and boxes are decoded in this
+// browser (decode.js: onnxruntime-web on the served decoder), so a click costs the server nothing. Text prompts,
+// and every prompt when the browser cannot decode (no WebAssembly, the runtime or model failed to load), are sent
+// to the server (POST api/images/ID/segment).
 "use strict";
 
 (() => {
@@ -8,19 +11,33 @@
     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
   const CURRENT_COLOUR = [0, 200, 255];
   const DRAG_THRESHOLD = 5; // screen pixels a press must move to become a box
+  const MAX_HISTORY = 200; // undo steps kept
+  const MAX_TIMINGS = 1000;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("canvas");
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const decoder = window.samflowDecoder;
 
   const state = {
     imageId: null, width: 0, height: 0, fileName: "", picture: null,
-    points: [], box: null, text: "",
+    points: [], box: null, text: "", maskInput: null,
     candidates: [], current: 0,
     objects: [], nextObjectId: 1,
-    seq: 0, inflight: false, pending: false,
+    history: [], version: 0, shownVersion: 0,
+    seq: 0, inflight: false, pending: false, promptAt: 0,
     press: null, drag: null,
+    // where prompts are decoded: "pending" (loading the decoder), "browser", or "server" (with why)
+    decoder: "pending", decoderNote: "", embedding: null,
   };
+  // Click-to-mask timings, for benchmarks/browser_decode.py and the tests: {path, decode_ms, draw_ms, total_ms,
+  // run_ms (onnxruntime's session.run) or server_ms (the server's decoder)}.
+  const timings = [];
+
+  // The service's fetch: every request of the app (and of decode.js) goes through here.
+  function apiFetch(path, options = {}) {
+    return fetch(path, options);
+  }
 
   // ------------------------------------------------------------------------------------------- COCO RLE
 
@@ -69,17 +86,17 @@
     layer.height = state.height;
     const lctx = layer.getContext("2d");
     const data = lctx.createImageData(state.width, state.height);
-    const px = data.data;
-    for (let i = 0; i < mask.length; i++) {
-      if (mask[i]) {
-        px[4 * i] = colour[0];
-        px[4 * i + 1] = colour[1];
-        px[4 * i + 2] = colour[2];
-        px[4 * i + 3] = 255;
-      }
-    }
+    const px = new Uint32Array(data.data.buffer);
+    const bytes = new Uint8Array([colour[0], colour[1], colour[2], 255]);
+    const value = new Uint32Array(bytes.buffer)[0]; // RGBA in memory order, whatever the endianness
+    for (let i = 0; i < mask.length; i++) if (mask[i]) px[i] = value;
     lctx.putImageData(data, 0, 0);
     return layer;
+  }
+
+  function candidateLayer(cand) {
+    if (!cand.layer) cand.layer = maskLayer(cand.mask, CURRENT_COLOUR);
+    return cand.layer;
   }
 
   // ------------------------------------------------------------------------------------------- drawing
@@ -93,7 +110,7 @@
     const cand = state.candidates[state.current];
     if (cand) {
       ctx.globalAlpha = 0.55;
-      ctx.drawImage(cand.layer, 0, 0);
+      ctx.drawImage(candidateLayer(cand), 0, 0);
     }
     ctx.globalAlpha = 1;
     canvas.dataset.maskShown = cand ? "1" : "0";
@@ -134,6 +151,16 @@
     el.classList.toggle("error", isError);
   }
 
+  function showDecoder() {
+    document.body.dataset.decoder = state.decoder;
+    const info = decoder && decoder.info;
+    $("decoder").textContent = state.decoder === "browser"
+      ? `Clicks are decoded in this browser (onnxruntime-web ${info.runtime_version}, WebAssembly; ${info.model}).`
+      : state.decoder === "server"
+        ? `Clicks are decoded on the server: ${state.decoderNote}`
+        : "Loading the decoder into this browser…";
+  }
+
   function updateControls() {
     const hasImage = state.imageId !== null;
     const hasPrompt = state.points.length > 0 || state.box !== null || state.text !== "";
@@ -141,7 +168,7 @@
     $("text-go").disabled = !hasImage;
     $("cycle").disabled = state.candidates.length < 2;
     $("accept").disabled = state.candidates.length === 0;
-    $("undo").disabled = state.points.length === 0;
+    $("undo").disabled = state.history.length === 0;
     $("clear").disabled = !hasPrompt;
     $("export-sa1b").disabled = state.objects.length === 0;
     $("export-coco").disabled = state.objects.length === 0;
@@ -171,6 +198,7 @@
       remove.textContent = "✕";
       remove.title = "Remove this object";
       remove.addEventListener("click", () => {
+        remember();
         state.objects = state.objects.filter((o) => o !== obj);
         renderObjects();
         render();
@@ -183,6 +211,33 @@
     $("count").textContent = String(state.objects.length);
   }
 
+  // ------------------------------------------------------------------------------------------- undo
+
+  // Every change of the prompts or of the objects is remembered first; undo goes back one step (the last click,
+  // box, text, clear, accepted or removed object) without asking anyone for masks again.
+  function remember() {
+    state.history.push({
+      points: state.points.slice(), box: state.box, text: state.text, maskInput: state.maskInput,
+      candidates: state.candidates, current: state.current, objects: state.objects.slice(),
+      nextObjectId: state.nextObjectId, version: state.version, shownVersion: state.shownVersion,
+    });
+    if (state.history.length > MAX_HISTORY) state.history.shift();
+  }
+
+  function undo() {
+    const step = state.history.pop();
+    if (!step) return;
+    Object.assign(state, step);
+    $("text").value = state.text;
+    state.seq++; // answers still on their way are stale
+    state.pending = false;
+    renderObjects();
+    render();
+    updateControls();
+    setStatus("Undone.");
+    if (state.shownVersion !== state.version) requestMasks(); // its masks never arrived: ask again
+  }
+
   // ------------------------------------------------------------------------------------------- server
 
   async function apiError(response) {
@@ -193,11 +248,30 @@
     return `HTTP ${response.status}`;
   }
 
+  // Load the runtime and the decoder once per page; on any failure, clicks go to the server.
+  const decoderReady = (async () => {
+    try {
+      if (!decoder) throw new Error("decode.js did not load");
+      await decoder.init(apiFetch);
+      state.decoder = "browser";
+    } catch (err) {
+      fallBack(`browser decoding is unavailable (${err.message}).`);
+    }
+    showDecoder();
+  })();
+
+  function fallBack(note) {
+    state.decoder = "server";
+    state.decoderNote = note;
+    state.embedding = null;
+    showDecoder();
+  }
+
   async function openImage(file) {
     setStatus(`Uploading ${file.name} and computing its embedding…`);
     document.body.dataset.status = "busy";
     try {
-      const response = await fetch("api/images", {
+      const response = await apiFetch("api/images", {
         method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
       });
       if (!response.ok) throw new Error(await apiError(response));
@@ -206,13 +280,25 @@
       try {
         picture = await createImageBitmap(file, { imageOrientation: "from-image" });
       } catch (_) { // a format the browser cannot draw: show the server's decoding
-        const png = await fetch(`api/images/${info.id}/image.png`);
+        const png = await apiFetch(`api/images/${info.id}/image.png`);
         picture = await createImageBitmap(await png.blob());
       }
+      await decoderReady;
+      let embedding = null;
+      if (state.decoder === "browser") {
+        setStatus(`${file.name}: fetching its embedding…`);
+        try {
+          embedding = await decoder.loadEmbedding(apiFetch, info.id);
+        } catch (err) {
+          fallBack(`the embedding could not be loaded into this browser (${err.message}).`);
+        }
+      }
       Object.assign(state, {
-        imageId: info.id, width: info.width, height: info.height, fileName: file.name, picture,
-        points: [], box: null, text: "", candidates: [], current: 0, objects: [], nextObjectId: 1,
+        imageId: info.id, width: info.width, height: info.height, fileName: file.name, picture, embedding,
+        points: [], box: null, text: "", maskInput: null, candidates: [], current: 0, objects: [], nextObjectId: 1,
+        history: [], version: 0, shownVersion: 0,
       });
+      state.seq++;
       $("text").value = "";
       canvas.width = info.width;
       canvas.height = info.height;
@@ -220,16 +306,33 @@
       renderObjects();
       render();
       const took = info.encode_ms ? ` (embedding: ${Math.round(info.encode_ms)} ms)` : " (embedding cached)";
-      setStatus(`${file.name}: ${info.width}×${info.height}${took}. Click an object.`);
+      const scaled = info.scale && info.scale < 1
+        ? ` (downscaled by the service from ${info.original_width}×${info.original_height}; masks and exports are at this size)`
+        : "";
+      const where = state.decoder === "browser" ? "Masks are decoded in this browser."
+        : `Masks are decoded on the server: ${state.decoderNote}`;
+      setStatus(`${file.name}: ${info.width}×${info.height}${scaled}${took}. Click an object. ${where}`);
     } catch (err) {
       setStatus(`Cannot open ${file.name}: ${err.message}`, true);
     } finally {
       document.body.dataset.status = "idle";
+      showDecoder();
       updateControls();
     }
   }
 
-  // One request at a time; prompts changed meanwhile are sent when it returns (only the latest matters).
+  // The prompts changed (a click, a box, a text): remember the step, then ask for masks.
+  function changePrompts(change) {
+    remember();
+    change();
+    state.version++;
+    state.promptAt = performance.now();
+    render();
+    updateControls();
+    requestMasks();
+  }
+
+  // One decoding at a time; prompts changed meanwhile are decoded when it returns (only the latest matters).
   function requestMasks() {
     if (state.inflight) {
       state.pending = true;
@@ -237,6 +340,7 @@
     }
     if (state.points.length === 0 && state.box === null && state.text === "") {
       state.candidates = [];
+      state.shownVersion = state.version;
       render();
       updateControls();
       return;
@@ -244,27 +348,31 @@
     sendPrompts();
   }
 
+  function inBrowser() {
+    return state.decoder === "browser" && state.embedding !== null && state.embedding.imageId === state.imageId
+      && state.text === "";
+  }
+
   async function sendPrompts() {
     state.inflight = true;
     state.pending = false;
     const seq = ++state.seq;
-    const body = {
-      points: state.points.map((p) => [p.x, p.y]),
-      labels: state.points.map((p) => p.label),
-      boxes: state.box ? [state.box] : [],
-      text: state.text || null,
-      multimask: true,
-      png: false,
-    };
-    const started = performance.now();
+    const version = state.version;
+    const started = state.promptAt || performance.now();
     document.body.dataset.status = "busy";
     try {
-      const response = await fetch(`api/images/${state.imageId}/segment`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-      });
-      if (!response.ok) throw new Error(await apiError(response));
-      const result = await response.json();
-      if (seq === state.seq && !state.pending) showResult(result, performance.now() - started);
+      let result;
+      if (inBrowser()) {
+        try {
+          result = await decodeHere();
+        } catch (err) { // the runtime failed on this prompt: the server answers from now on
+          fallBack(`decoding in this browser failed (${err.message}).`);
+          result = await decodeOnServer();
+        }
+      } else {
+        result = await decodeOnServer();
+      }
+      if (seq === state.seq && !state.pending) showResult(result, started, version);
     } catch (err) {
       setStatus(err.message, true);
     } finally {
@@ -274,16 +382,55 @@
     }
   }
 
-  function showResult(result, ms) {
-    const obj = result.objects[0];
-    state.candidates = obj.masks.map((m) => {
-      const mask = decodeRle(m.rle);
-      return { ...m, mask, layer: maskLayer(mask, CURRENT_COLOUR) };
+  async function decodeHere() {
+    const decodeStarted = performance.now();
+    const answer = await decoder.decode(state.embedding, state.points, state.box, state.maskInput);
+    return {
+      path: "browser", candidates: answer.candidates, best: answer.best, label: null,
+      decodeMs: performance.now() - decodeStarted, runMs: answer.runMs,
+    };
+  }
+
+  async function decodeOnServer() {
+    const body = {
+      points: state.points.map((p) => [p.x, p.y]),
+      labels: state.points.map((p) => p.label),
+      boxes: state.box ? [state.box] : [],
+      text: state.text || null,
+      multimask: true,
+      png: false,
+    };
+    const decodeStarted = performance.now();
+    const response = await apiFetch(`api/images/${state.imageId}/segment`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
-    state.current = obj.best;
+    if (!response.ok) throw new Error(await apiError(response));
+    const result = await response.json();
+    const obj = result.objects[0];
+    return {
+      path: "server", candidates: obj.masks.map((m) => ({ ...m, mask: decodeRle(m.rle) })), best: obj.best,
+      label: obj.label, decodeMs: performance.now() - decodeStarted, serverMs: result.decode_ms,
+    };
+  }
+
+  function showResult(result, started, version) {
+    const drawStarted = performance.now();
+    state.candidates = result.candidates;
+    state.current = result.best;
+    state.shownVersion = version;
     render();
     updateControls();
-    setStatus(`Mask in ${Math.round(ms)} ms (decoder ${Math.round(result.decode_ms)} ms).`);
+    const now = performance.now();
+    const timing = {
+      path: result.path, decode_ms: result.decodeMs, draw_ms: now - drawStarted, total_ms: now - started,
+      ...(result.path === "browser" ? { run_ms: result.runMs } : { server_ms: result.serverMs }),
+    };
+    timings.push(timing);
+    if (timings.length > MAX_TIMINGS) timings.shift();
+    setStatus(result.path === "browser"
+      ? `Mask in ${Math.round(timing.total_ms)} ms, decoded in this browser (decoder ${Math.round(result.runMs)} ms).`
+      : `Mask in ${Math.round(timing.total_ms)} ms from the server (decoder ${Math.round(result.serverMs)} ms).`
+        + (state.decoder === "server" ? ` ${state.decoderNote}` : ""));
   }
 
   // ------------------------------------------------------------------------------------------- actions
@@ -291,26 +438,42 @@
   function accept() {
     const cand = state.candidates[state.current];
     if (!cand) return;
+    remember();
     const colour = PALETTE[(state.nextObjectId - 1) % PALETTE.length];
+    // Masks decoded here are encoded here: exports need no server.
+    const rle = cand.rle || decoder.encodeRle(cand.mask, state.height, state.width);
+    const bbox = cand.bbox || decoder.maskBbox(cand.mask, state.height, state.width);
     state.objects.push({
-      id: state.nextObjectId++, rle: cand.rle, bbox: cand.bbox, area: cand.area, score: cand.score,
-      label: state.text || null, colour, layer: maskLayer(cand.mask, colour),
+      id: state.nextObjectId++, rle, bbox, area: cand.area, score: cand.score,
+      label: state.text || null, colour, layer: maskLayer(cand.mask, colour), mask: cand.mask,
       points: state.points.map((p) => [p.x, p.y]), pointLabels: state.points.map((p) => p.label),
       box: state.box,
     });
-    clearPrompts();
+    resetPrompts();
     renderObjects();
-    setStatus(`Object ${state.objects.length} kept. Click the next one.`);
+    render();
+    updateControls();
+    setStatus(`Object ${state.objects.length} kept. Click the next one (Ctrl+Z takes it back).`);
   }
 
-  function clearPrompts() {
+  function resetPrompts() {
     state.points = [];
     state.box = null;
     state.text = "";
+    state.maskInput = null;
     $("text").value = "";
     state.candidates = [];
     state.current = 0;
+    state.version++;
+    state.shownVersion = state.version;
     state.seq++; // answers still on their way are stale
+    state.pending = false;
+  }
+
+  function clearPrompts() {
+    if (!state.points.length && state.box === null && state.text === "" && !state.candidates.length) return;
+    remember();
+    resetPrompts();
     render();
     updateControls();
   }
@@ -318,14 +481,6 @@
   function cycle() {
     if (state.candidates.length < 2) return;
     state.current = (state.current + 1) % state.candidates.length;
-    render();
-    updateControls();
-  }
-
-  function undo() {
-    if (!state.points.length) return;
-    state.points.pop();
-    requestMasks();
     render();
     updateControls();
   }
@@ -405,18 +560,24 @@
     if (!press) return;
     state.press = null;
     if (state.drag) {
-      state.box = state.drag.map((v) => Math.round(v * 10) / 10);
+      const box = state.drag.map((v) => Math.round(v * 10) / 10);
       state.drag = null;
+      changePrompts(() => {
+        state.box = box;
+        state.maskInput = null; // a new box starts the object afresh
+      });
     } else if (press.button === 0 || press.button === 2) {
       const [x, y] = press.at;
-      state.points.push({ x: Math.round(x * 10) / 10, y: Math.round(y * 10) / 10, label: press.button === 0 ? 1 : 0 });
+      const shown = state.candidates[state.current];
+      changePrompts(() => {
+        // A click on an object with a mask refines it: that mask's low-res logits go in as mask_input.
+        state.maskInput = shown && shown.lowRes ? shown.lowRes : null;
+        state.points.push({ x: Math.round(x * 10) / 10, y: Math.round(y * 10) / 10, label: press.button === 0 ? 1 : 0 });
+      });
     } else {
       return;
     }
     event.preventDefault();
-    render();
-    updateControls();
-    requestMasks();
   });
 
   window.addEventListener("resize", fitCanvas);
@@ -442,9 +603,11 @@
 
   $("text-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    state.text = $("text").value.trim();
-    updateControls();
-    requestMasks();
+    const text = $("text").value.trim();
+    changePrompts(() => {
+      state.text = text;
+      state.maskInput = null;
+    });
   });
   $("cycle").addEventListener("click", cycle);
   $("accept").addEventListener("click", accept);
@@ -456,13 +619,27 @@
   window.addEventListener("keydown", (event) => {
     if (event.target instanceof HTMLInputElement) return; // typing a text prompt
     const key = event.key.toLowerCase();
-    if (key === "c") cycle();
+    if (key === "z" && !event.altKey && !event.shiftKey) undo(); // Z, Ctrl+Z, Cmd+Z
+    else if (event.ctrlKey || event.metaKey || event.altKey) return;
+    else if (key === "c") cycle();
     else if (key === "a" || key === "enter") accept();
-    else if (key === "z") undo();
     else if (key === "escape") clearPrompts();
     else return;
     event.preventDefault();
   });
 
+  // For tests and benchmarks: the state, the timings, and the shown mask as base64 bytes (row-major 0/1).
+  window.samflowApp = {
+    state, timings,
+    shownMask() {
+      const cand = state.candidates[state.current];
+      if (!cand) return null;
+      let text = "";
+      for (let i = 0; i < cand.mask.length; i += 8192) text += String.fromCharCode(...cand.mask.subarray(i, i + 8192));
+      return { width: state.width, height: state.height, score: cand.score, index: state.current, bits: btoa(text) };
+    },
+  };
+
+  showDecoder();
   updateControls();
 })();

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from samflow.errors import SamflowError
 from samflow.predict.segmenter import Segmenter
+from samflow.serve.browser import router as browser_router
 from samflow.serve.docs import install_docs
 from samflow.serve.errors import ErrorResponse, InternalErrorMiddleware, install_error_handlers
 from samflow.serve.limits import BodyLimitMiddleware
@@ -126,6 +127,7 @@ def create_app(settings: ServiceSettings | None = None, *, segmenter: Segmenter 
         `over_limit` (a count over the service's limits)."""
         return service.run_graph(request)
 
+    app.include_router(browser_router)  # decoding in the browser: embeddings, the decoder, the runtime
 
     if (APP_DIR / "index.html").is_file():
         app.mount("/app", StaticFiles(directory=APP_DIR), name="app")

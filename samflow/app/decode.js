@@ -1,0 +1,230 @@
+// samflow browser decoding: SAM's prompt encoder and mask decoder run in this browser with onnxruntime-web (its
+// WebAssembly backend, one thread: no cross-origin isolation needed), on the image embedding the server computed
+// once. The runtime (ort/), the decoder (api/models/NAME/decoder.onnx: segment-anything's ONNX interface, all four
+// masks) and the embedding (api/images/ID/embedding: raw little-endian floats) all come from the service, so this
+// works with no other network. Also COCO RLE encoding, for exporting masks decoded here.
+"use strict";
+
+window.samflowDecoder = (() => {
+  let info = null;
+  let session = null;
+
+  async function errorText(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error) return `${body.error.message} (${body.error.code})`;
+    } catch (_) { /* not JSON */ }
+    return `HTTP ${response.status}`;
+  }
+
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = () => resolve();
+      script.onerror = () => reject(new Error(`cannot load the runtime ${src}`));
+      document.head.append(script);
+    });
+  }
+
+  // Load the runtime and the served model's decoder; resolves to the decoder's description (GET api/decoder).
+  // `fetchFn` is the app's fetch (it may add the service's token).
+  async function init(fetchFn) {
+    if (typeof WebAssembly !== "object" || typeof WebAssembly.instantiate !== "function") {
+      throw new Error("this browser has no WebAssembly");
+    }
+    const described = await fetchFn("api/decoder");
+    if (!described.ok) throw new Error(`api/decoder: ${await errorText(described)}`);
+    const decoder = await described.json();
+    if (!decoder.available) throw new Error(decoder.reason || "the service cannot export its decoder");
+    if (!window.ort) await loadScript(decoder.runtime);
+    const ort = window.ort;
+    if (!ort || !ort.InferenceSession) throw new Error("the runtime did not load");
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.proxy = false;
+    ort.env.wasm.wasmPaths = new URL(decoder.wasm_paths, document.baseURI).href;
+    ort.env.logLevel = "error";
+    const response = await fetchFn(decoder.decoder);
+    if (!response.ok) throw new Error(`${decoder.decoder}: ${await errorText(response)}`);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"],
+      graphOptimizationLevel: "all" });
+    info = decoder;
+    // One decoding of a blank embedding now: the first real click would otherwise pay the runtime's warm-up.
+    const blank = { origSize: [decoder.image_size, decoder.image_size],
+      tensor: new ort.Tensor("float32", new Float32Array(decoder.embedding_shape.reduce((x, y) => x * y, 1)),
+        decoder.embedding_shape) };
+    await decode(blank, [{ x: 0, y: 0, label: 1 }], null, null);
+    return decoder;
+  }
+
+  // IEEE half -> float for a float16 embedding.
+  function halfToFloat(half) {
+    const out = new Float32Array(half.length);
+    for (let i = 0; i < half.length; i++) {
+      const h = half[i];
+      const sign = h & 0x8000 ? -1 : 1;
+      const exp = (h >> 10) & 0x1f;
+      const frac = h & 0x3ff;
+      if (exp === 0) out[i] = sign * frac * 2 ** -24;
+      else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
+      else out[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+    }
+    return out;
+  }
+
+  // The embedding of an uploaded image, as a tensor, with the image size the decoder needs.
+  async function loadEmbedding(fetchFn, imageId, dtype = "float32") {
+    if (!session) throw new Error("the decoder is not loaded");
+    const query = dtype === "float32" ? "" : `?dtype=${dtype}`;
+    const response = await fetchFn(`api/images/${imageId}/embedding${query}`);
+    if (!response.ok) throw new Error(`embedding: ${await errorText(response)}`);
+    const shape = response.headers.get("X-Embedding-Shape").split(",").map(Number);
+    const got = response.headers.get("X-Embedding-Dtype");
+    const origSize = response.headers.get("X-Original-Size").split(",").map(Number);
+    const key = response.headers.get("X-Model-Key");
+    if (key && key !== info.model_key) throw new Error("the embedding is of other weights than the decoder's");
+    const buffer = await response.arrayBuffer();
+    const data = got === "float16" ? halfToFloat(new Uint16Array(buffer)) : new Float32Array(buffer);
+    if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error("the embedding has the wrong size");
+    return { imageId, origSize, bytes: buffer.byteLength, tensor: new window.ort.Tensor("float32", data, shape) };
+  }
+
+  // Image pixels -> the model's input frame, as segment-anything's ResizeLongestSide.apply_coords (what
+  // SamPredictor and the official export's notebook use): the long side scaled to image_size, each side rounded.
+  function inputScale(height, width) {
+    const size = info.image_size;
+    const scale = size / Math.max(height, width);
+    const newH = Math.floor(height * scale + 0.5);
+    const newW = Math.floor(width * scale + 0.5);
+    return [newW / width, newH / height];
+  }
+
+  // The official prompt layout: points (1 positive, 0 negative), then a box as two corners (labels 2, 3) or,
+  // without a box, the padding point (0, 0) with label -1.
+  function promptTensors(embedding, points, box) {
+    const [height, width] = embedding.origSize;
+    const [sx, sy] = inputScale(height, width);
+    const n = points.length + (box ? 2 : 1);
+    const coords = new Float32Array(2 * n);
+    const labels = new Float32Array(n);
+    points.forEach((p, i) => {
+      coords[2 * i] = p.x * sx;
+      coords[2 * i + 1] = p.y * sy;
+      labels[i] = p.label;
+    });
+    const i = points.length;
+    if (box) {
+      coords.set([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy], 2 * i);
+      labels[i] = 2;
+      labels[i + 1] = 3;
+    } else {
+      labels[i] = -1;
+    }
+    return { coords, labels, n };
+  }
+
+  // The three ambiguity-aware masks for a prompt: [{score, area, mask (Uint8Array H*W, row-major), lowRes
+  // (Float32Array 4h*4w logits: the next click's mask_input)}], the best index, and the time of session.run.
+  // maskInput: the previous mask's low-res logits (refining an object), or null.
+  async function decode(embedding, points, box, maskInput) {
+    const ort = window.ort;
+    const [height, width] = embedding.origSize;
+    const { coords, labels, n } = promptTensors(embedding, points, box);
+    const [lh, lw] = info.low_res_size;
+    const feeds = {
+      image_embeddings: embedding.tensor,
+      point_coords: new ort.Tensor("float32", coords, [1, n, 2]),
+      point_labels: new ort.Tensor("float32", labels, [1, n]),
+      mask_input: new ort.Tensor("float32", maskInput || new Float32Array(lh * lw), [1, 1, lh, lw]),
+      has_mask_input: new ort.Tensor("float32", new Float32Array([maskInput ? 1 : 0]), [1]),
+      orig_im_size: new ort.Tensor("float32", new Float32Array([height, width]), [2]),
+    };
+    const started = performance.now();
+    const out = await session.run(feeds);
+    const runMs = performance.now() - started;
+    const logits = out.masks.data;
+    const scores = out.iou_predictions.data;
+    const low = out.low_res_masks.data;
+    const hw = height * width;
+    const lowSize = lh * lw;
+    const threshold = info.mask_threshold;
+    if (out.masks.dims[2] !== height || out.masks.dims[3] !== width) throw new Error("masks of the wrong size");
+    const candidates = info.multimask_outputs.map((k) => {
+      const mask = new Uint8Array(hw);
+      let area = 0;
+      const offset = k * hw;
+      for (let j = 0; j < hw; j++) {
+        if (logits[offset + j] > threshold) {
+          mask[j] = 1;
+          area++;
+        }
+      }
+      return { score: scores[k], area, mask, lowRes: low.slice(k * lowSize, (k + 1) * lowSize) };
+    });
+    for (const tensor of Object.values(out)) if (tensor.dispose) tensor.dispose();
+    let best = 0;
+    candidates.forEach((c, i) => { if (c.score > candidates[best].score) best = i; });
+    return { candidates, best, runMs };
+  }
+
+  // ----------------------------------------------------------------------------------------- COCO RLE
+
+  // Compressed COCO RLE of a row-major 0/1 mask, as pycocotools encodes it (runs down the columns, starting with
+  // background; each count after the second as a difference to the one two back, in 5-bit groups).
+  function encodeRle(mask, height, width) {
+    const counts = [];
+    let previous = 0;
+    let run = 0;
+    for (let x = 0; x < width; x++) {
+      for (let i = x; i < height * width; i += width) {
+        const v = mask[i] ? 1 : 0;
+        if (v !== previous) {
+          counts.push(run);
+          run = 0;
+          previous = v;
+        }
+        run++;
+      }
+    }
+    counts.push(run);
+    const chars = [];
+    for (let i = 0; i < counts.length; i++) {
+      let x = counts[i];
+      if (i > 2) x -= counts[i - 2];
+      let more = true;
+      while (more) {
+        let c = x & 0x1f;
+        x >>= 5;
+        more = c & 0x10 ? x !== -1 : x !== 0;
+        if (more) c |= 0x20;
+        chars.push(c + 48);
+      }
+    }
+    let text = "";
+    for (let i = 0; i < chars.length; i += 8192) text += String.fromCharCode(...chars.slice(i, i + 8192));
+    return { size: [height, width], counts: text };
+  }
+
+  // [x, y, width, height] of a mask's pixels (COCO; [0, 0, 0, 0] when empty), as samflow.ops.rle.bbox.
+  function maskBbox(mask, height, width) {
+    let x0 = width, y0 = height, x1 = -1, y1 = -1;
+    for (let y = 0; y < height; y++) {
+      const row = y * width;
+      for (let x = 0; x < width; x++) {
+        if (mask[row + x]) {
+          if (x < x0) x0 = x;
+          if (x > x1) x1 = x;
+          if (y < y0) y0 = y;
+          y1 = y;
+        }
+      }
+    }
+    return x1 < 0 ? [0, 0, 0, 0] : [x0, y0, x1 - x0 + 1, y1 - y0 + 1];
+  }
+
+  return {
+    init, loadEmbedding, decode, encodeRle, maskBbox, inputScale,
+    get info() { return info; },
+  };
+})();
