@@ -20,6 +20,7 @@ from samflow.engine.registry import register
 from samflow.engine.types import Image, Masks, Scores, TextEmbedding
 from samflow.errors import NodeError
 from samflow.models.text.rank import DEFAULT_QUALITY_WEIGHT, rank_masks
+from samflow.predict.prompts import MAX_PROMPT_SETS, check_count, check_text
 
 
 class TextParams(NodeParams):
@@ -35,6 +36,9 @@ class TextParams(NodeParams):
         texts = [value] if isinstance(value, str) else value
         if not texts or any(not t.strip() for t in texts):
             raise ValueError("text must be a non-empty string or a list of them")
+        check_count(len(texts), MAX_PROMPT_SETS, "text prompts")
+        for text in texts:
+            check_text(text)
         return value
 
 
@@ -64,8 +68,9 @@ class ClipText(Node):
 
 class RankParams(NodeParams):
     top_k: int = Field(1, ge=1, description="keep at most this many masks")
-    threshold: float | None = Field(None, description="score a mask must reach; default: the model's calibrated "
-                                                      "cosine threshold, or 0.5 in contrast mode")
+    threshold: float | None = Field(None, description="score a mask must reach (a cosine, or a probability in "
+                                                      "contrast mode; above 1: nothing is kept); default: the "
+                                                      "model's calibrated cosine threshold, or 0.5 in contrast mode")
     mode: Literal["auto", "cosine", "contrast"] = Field(
         "auto", description="cosine: absolute cosine threshold; contrast: text vs neutral captions (any CLIP); "
                             "auto: cosine when the model has a calibrated threshold")
@@ -73,6 +78,14 @@ class RankParams(NodeParams):
     min_area: int = Field(16, ge=0, description="masks smaller than this many pixels are never kept")
     quality_weight: float = Field(DEFAULT_QUALITY_WEIGHT, ge=0, description="weight of the proposals' own scores (SAM's predicted "
                                                         "IoU) in the order among masks that reach the threshold")
+
+    @field_validator("negatives")
+    @classmethod
+    def _bounded_negatives(cls, value: list[str]) -> list[str]:
+        check_count(len(value), MAX_PROMPT_SETS, "negative captions")
+        for text in value:
+            check_text(text)
+        return value
 
 
 @register("clip.rank")

@@ -208,15 +208,14 @@ class SegmentDetections(Node):
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")
         multimask = self.params.multimask and not self.params.refine
-        k = 3 if multimask else 1
+        k = embedding.model.mask_decoder.outputs_per_prompt(multimask)
         if len(detections) == 0:  # SAM cannot decode an empty batch; nothing detected, nothing to segment
             h, w = embedding.original_size
             size = tuple(4 * s for s in embedding.features.shape[-2:])
             return _outputs(np.zeros((0, k, h, w), bool), np.zeros((0, k), np.float32),
                             np.zeros((0, k, *size), np.float32), detections)
         predictor = SamPredictor(embedding.model)
-        predictor.set_image_embedding(EncodedImage(embedding.features, tuple(embedding.original_size),
-                                                   tuple(embedding.input_size)))
+        predictor.set_image_embedding(EncodedImage.of(embedding))
         boxes = detections.xyxy
         masks, scores, logits = _batched(predictor.predict(box=boxes, multimask_output=self.params.multimask))
         if self.params.refine:

@@ -17,8 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from samflow.devices import resolve_device
-from samflow.engine.cache import content_key
+from samflow.devices import resolve_device, resolve_dtype
 from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
@@ -34,14 +33,19 @@ from samflow.engine.types import (
     TextEmbedding,
 )
 from samflow.errors import InputError, NodeError
-from samflow.models.sam.config import PRESETS, SamConfig
+from samflow.models.sam.config import FAMILIES, PRESETS, SamConfig, presets_help
+
+Family = Literal["sam", "mobile_sam", "sam_hq"]
+assert set(Family.__args__) == set(FAMILIES)  # type: ignore[attr-defined]
 
 
 class EncoderParams(NodeParams):
-    model: str | SamConfig = Field("tiny", description="a preset name (vit_b, vit_l, vit_h, tiny) or SamConfig fields")
+    model: str | SamConfig = Field("tiny", description=f"a preset name ({presets_help()}) or SamConfig fields")
     checkpoint: str | None = Field(None, description="weights file (.pth or .safetensors); default: shipped or random")
     device: str | None = Field(None, description="cpu, cuda, cuda:1...; default cuda when available")
-    dtype: Literal["float32", "float16", "bfloat16"] | None = Field(None, description="default float32")
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] | None = Field(
+        None, description="default float32; auto: bfloat16 where the device runs it faster (AMX / AVX512-BF16 CPUs, "
+                          "GPUs), else float32")
 
     @field_validator("model")
     @classmethod
@@ -52,9 +56,14 @@ class EncoderParams(NodeParams):
         return value
 
 
+def _family(model: str | SamConfig) -> str:
+    return (PRESETS[model] if isinstance(model, str) else model).family
+
+
 @register("sam.encoder")
 class SamEncoder(Node):
-    """Embed an image with SAM's ViT image encoder (once per model and image; shared by every decoder)."""
+    """Embed an image with a SAM-family image encoder: SAM's ViT, MobileSAM's TinyViT, HQ-SAM's ViT with its early
+    features (once per model and image; shared by every decoder of that family)."""
 
     Params = EncoderParams
     inputs = {"image": Input(Image)}
@@ -67,43 +76,60 @@ class SamEncoder(Node):
         device = resolve_device(p.device)
         spec = p.model if isinstance(p.model, str) else p.model.model_dump_json()
         checkpoint = str(Path(p.checkpoint).resolve()) if p.checkpoint else None
-        key = ("sam", spec, checkpoint, device, p.dtype or "float32")
-        return ctx.models.get(key, lambda: self._build(device))
+        dtype = resolve_dtype(p.dtype, device)
+        key = ("sam", spec, checkpoint, device, dtype)
+        return ctx.models.get(key, lambda: self._build(device, dtype))
 
-    def _build(self, device: str) -> Any:
+    def _build(self, device: str, dtype: str) -> Any:
         from samflow.models.sam import build_sam
 
         p = self.params
         if p.checkpoint and not Path(p.checkpoint).is_file():
             raise InputError(f"checkpoint not found: {p.checkpoint}")
-        return build_sam(p.model, checkpoint=p.checkpoint, device=device, dtype=p.dtype)
+        return build_sam(p.model, checkpoint=p.checkpoint, device=device, dtype=dtype)
+
+    @classmethod
+    def output_facts(cls, params: NodeParams, port: str) -> Mapping[str, str]:
+        assert isinstance(params, EncoderParams)
+        model = params.model if isinstance(params.model, str) else "SamConfig fields"
+        return {"family": _family(params.model), "model": model}
+
+    @classmethod
+    def summary(cls, params: NodeParams) -> str | None:
+        assert isinstance(params, EncoderParams)
+        return params.model if isinstance(params.model, str) else f"custom {params.model.family}"
 
     def cache_key(self, ctx: ItemContext, image: Image) -> str:
-        from samflow.models.sam import model_fingerprint
+        # node id, model family, weights fingerprint, pixels (the library's key: samflow.predict.embeddings)
+        from samflow.predict.embeddings import encoder_cache_key
 
-        return content_key(self.type_id, model_fingerprint(self.model(ctx)), image)
+        return encoder_cache_key(self.model(ctx), image)
 
     def run(self, ctx: ItemContext, image: Image) -> dict[str, ImageEmbedding]:
-        from samflow.models.sam import model_fingerprint
+        from samflow.predict.embeddings import to_payload
         from samflow.predict.predictor import SamPredictor
 
         model = self.model(ctx)
-        encoded = SamPredictor(model).encode(image.data)
-        embedding = ImageEmbedding(encoded.features, encoded.original_size, encoded.input_size,
-                                   model_key=model_fingerprint(model), image_hash=image.content_hash, model=model)
-        return {"embedding": embedding}
+        return {"embedding": to_payload(SamPredictor(model).encode(image.data), model, image)}
 
     def restore(self, ctx: ItemContext, outputs: Mapping[str, Payload]) -> dict[str, ImageEmbedding]:
         # From disk the features come back on the CPU and without their model: put both back.
-        model = self.model(ctx)
+        from samflow.predict.embeddings import attach
+
         embedding = outputs["embedding"]
         assert isinstance(embedding, ImageEmbedding)
-        features = embedding.features.to(device=model.device, dtype=model.dtype)
-        return {"embedding": dataclasses.replace(embedding, features=features, model=model)}
+        return {"embedding": attach(embedding, self.model(ctx))}
 
 
 class DecoderParams(NodeParams):
-    multimask: bool = Field(True, description="three masks per prompt (ambiguity) instead of one")
+    multimask: bool = Field(True, description="three masks per prompt (ambiguity) instead of one (HQ-SAM: one "
+                                              "either way, the best of the three plus the HQ token's mask)")
+    family: Family | None = Field(None, description="the model family this decoder is for (sam, mobile_sam, "
+                                                    "sam_hq): an embedding of another family is an error (at "
+                                                    "validation when its encoder's model says it); default: any, "
+                                                    "decoded by the model that made it")
+    hq_token_only: bool = Field(False, description="HQ-SAM only: the HQ token's mask alone (default: the SAM mask "
+                                                   "plus the HQ token's, as HQ-SAM's predictor)")
     text_adapter: str | None = Field(None, description="prompt adapter for the text input (default: the one "
                                                        "shipped for tiny)")
 
@@ -134,6 +160,20 @@ class SamDecoder(Node):
     }
     outputs = {"masks": Masks, "scores": Scores, "logits": MaskLogits}
 
+    @classmethod
+    def input_problem(cls, params: NodeParams, port: str, source: str, facts: Mapping[str, str]) -> str | None:
+        assert isinstance(params, DecoderParams)
+        family = facts.get("family")
+        if port != "embedding" or family is None:
+            return None
+        made_by = f"{source} is a {family} embedding (sam.encoder model: {facts.get('model')})"
+        if params.family is not None and params.family != family:
+            return (f"{made_by} but this decoder is for {params.family} (param family): a decoder takes only "
+                    f"embeddings of its own family")
+        if params.hq_token_only and family != "sam_hq":
+            return f"{made_by} but hq_token_only needs a sam_hq (HQ-SAM) embedding"
+        return None
+
     def run(self, ctx: ItemContext, embedding: ImageEmbedding, points: Points | None = None,
             boxes: Boxes | None = None, masks: MaskLogits | None = None,
             text: TextEmbedding | None = None) -> dict[str, Payload]:
@@ -144,7 +184,8 @@ class SamDecoder(Node):
                   boxes: Boxes | None = None, masks: MaskLogits | None = None,
                   text: TextEmbedding | None = None) -> Hashable:
         # Fusable when the token layout matches: same embedding object, same point count, same prompt kinds.
-        return (id(embedding), self.params.multimask, None if points is None else points.coords.shape[1],
+        return (id(embedding), self.params.multimask, self.params.hq_token_only,
+                None if points is None else points.coords.shape[1],
                 boxes is not None, masks is not None,
                 None if text is None else (text.model_key, self.params.text_adapter))
 
@@ -153,10 +194,13 @@ class SamDecoder(Node):
         from samflow.predict.predictor import EncodedImage, SamPredictor
 
         embedding: ImageEmbedding = calls[0][1]["embedding"]
-        multimask = calls[0][0].params.multimask
+        params = calls[0][0].params
+        multimask = params.multimask
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")
-        prompts = [_prompts(inputs) for _, inputs in calls]
+        _check_family(embedding, params.family, params.hq_token_only)
+        size = tuple(embedding.original_size)
+        prompts = [_prompts(inputs, size) for _, inputs in calls]
         if sum(p.n for p in prompts) == 0:  # nothing to decode (a frame without gaze, an image without detections)
             return [_no_masks(embedding, multimask) for _ in calls]
         text_tokens = _text_tokens(ctx, calls, prompts)
@@ -166,14 +210,14 @@ class SamDecoder(Node):
             predictor = TextSamPredictor(embedding.model)
         else:
             predictor = SamPredictor(embedding.model)  # per call: the predictor holds state, branches may run at once
-        predictor.set_image_embedding(EncodedImage(embedding.features, tuple(embedding.original_size),
-                                                   tuple(embedding.input_size)))
+        predictor.set_image_embedding(EncodedImage.of(embedding))
         first = prompts[0]
         joined = {name: None if getattr(first, name) is None else np.concatenate([getattr(p, name) for p in prompts])
                   for name in ("coords", "labels", "boxes", "masks")}
         masks, scores, logits = predictor.predict(point_coords=joined["coords"], point_labels=joined["labels"],
                                                   box=joined["boxes"], mask_input=joined["masks"],
                                                   multimask_output=multimask,
+                                                  **({"hq_token_only": True} if params.hq_token_only else {}),
                                                   **({} if text_tokens is None else {"text_tokens": text_tokens}))
         if masks.ndim == 3:  # the predictor drops the batch axis for a single unbatched prompt
             masks, scores, logits = masks[None], scores[None], logits[None]
@@ -187,9 +231,23 @@ class SamDecoder(Node):
         return results
 
 
+def _check_family(embedding: ImageEmbedding, wanted: str | None, hq_token_only: bool) -> None:
+    """NodeError naming both families when an embedding meets a decoder (or a model) of another family."""
+    model_family = embedding.model.family
+    family = embedding.family or model_family
+    if family != model_family:
+        raise NodeError(f"the embedding is a {family} embedding but carries a {model_family} model: a decoder takes "
+                        "only embeddings of its own family (produce it with sam.encoder)")
+    if wanted is not None and wanted != family:
+        raise NodeError(f"the embedding is a {family} embedding but this decoder is for {wanted} (param family): a "
+                        "decoder takes only embeddings of its own family")
+    if hq_token_only and family != "sam_hq":
+        raise NodeError(f"hq_token_only needs a sam_hq (HQ-SAM) embedding; this one is {family}")
+
+
 def _no_masks(embedding: ImageEmbedding, multimask: bool) -> dict[str, Payload]:
     """Outputs for zero prompt sets: (0, K, ...) arrays, as a batch of N prompt sets with N = 0 would give."""
-    k = embedding.model.mask_decoder.num_multimask_outputs if multimask else 1
+    k = embedding.model.mask_decoder.outputs_per_prompt(multimask)
     h, w = embedding.original_size
     low_res = tuple(4 * s for s in embedding.features.shape[-2:])
     scores = np.zeros((0, k), np.float32)
@@ -218,7 +276,11 @@ def _default_adapter() -> str:
     return str(default_adapter_path("tiny"))
 
 
-def _prompts(inputs: Mapping[str, Any]) -> _Prompts:
+def _prompts(inputs: Mapping[str, Any], size: tuple[int, int]) -> _Prompts:
+    """One call's prompts, checked by the library's rule on an image of `size` (H, W): counts within the
+    documented limits, points inside the image, boxes clipped to it (samflow.predict.prompts)."""
+    from samflow.predict.prompts import MAX_POINTS_PER_SET, MAX_PROMPT_SETS, check_count, fit_to_image
+
     points: Points | None = inputs.get("points")
     boxes: Boxes | None = inputs.get("boxes")
     masks: MaskLogits | None = inputs.get("masks")
@@ -229,14 +291,18 @@ def _prompts(inputs: Mapping[str, Any]) -> _Prompts:
     if sizes - {1, n}:
         raise InputError(f"prompt set counts disagree: {sorted(sizes)} (points, boxes, masks and text need equal N, "
                          "or 1)")
+    check_count(n, MAX_PROMPT_SETS, "prompt sets (objects)")
+    if points is not None:
+        check_count(points.coords.shape[1], MAX_POINTS_PER_SET, "points per set")
+    coords, xyxy = fit_to_image(points.coords if points is not None else None,
+                                boxes.xyxy if boxes is not None else None, size,
+                                labels=points.labels if points is not None else None)
 
     def repeat(array: np.ndarray | None) -> np.ndarray | None:
         if array is None or array.shape[0] == n:
             return array
         return np.repeat(array, n, axis=0)
 
-    return _Prompts(n, repeat(points.coords if points is not None else None),
-                    repeat(points.labels if points is not None else None),
-                    repeat(boxes.xyxy if boxes is not None else None),
+    return _Prompts(n, repeat(coords), repeat(points.labels if points is not None else None), repeat(xyxy),
                     repeat(masks.best() if masks is not None else None),
                     repeat(text.data if text is not None else None))

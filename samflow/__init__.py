@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "SamAutomaticMaskGenerator": "samflow.predict.amg",
     "EncodedImage": "samflow.predict.predictor",
     "SamPredictor": "samflow.predict.predictor",
+    "Sam2Predictor": "samflow.predict.sam2_predictor",
     "Pipeline": "samflow.predict.api",
     "Segmentation": "samflow.predict.api",
     "Segmenter": "samflow.predict.api",
@@ -31,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "Sam": "samflow.models.sam",
     "SamConfig": "samflow.models.sam",
     "build_sam": "samflow.models.sam",
+    "Sam2": "samflow.models.sam2",
+    "Sam2Config": "samflow.models.sam2",
     "EmbeddingCache": "samflow.engine.cache",
     "content_key": "samflow.engine.cache",
     "Graph": "samflow.engine.graph",
@@ -95,11 +98,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from samflow.errors import CheckpointError, GraphError, InputError, NodeError, SamflowError
     from samflow.evaluation.points import evaluate
     from samflow.models.sam import Sam, SamConfig, build_sam
+    from samflow.models.sam2 import Sam2, Sam2Config
     from samflow.pool import ModelPool
     from samflow.predict.amg import SamAutomaticMaskGenerator
     from samflow.predict.api import Pipeline, Segmentation, Segmenter, segment
     from samflow.predict.detectors import register_detector
     from samflow.predict.predictor import EncodedImage, SamPredictor
+    from samflow.predict.sam2_predictor import Sam2Predictor
     from samflow.predict.textprompt import TextPromptsUnavailable
     from samflow.scale.video import run_video
     from samflow.train import TrainConfig, train  # noqa: F401

@@ -120,6 +120,11 @@ class ColourSam(nn.Module):
     def dtype(self) -> torch.dtype:
         return torch.float32
 
+    family = "sam"
+
+    def encode_image(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.image_encoder(x), None  # as Sam.encode_image for a non-HQ model
+
     preprocess = Sam.preprocess
     postprocess_masks = Sam.postprocess_masks
 

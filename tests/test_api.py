@@ -174,7 +174,7 @@ def test_to_supervision(scene, monkeypatch):
     ({}, "at least one prompt"),
     ({"points": [[1, 2]], "point_labels": [1, 0]}, "one label per point"),
     ({"points": [[1, 2]], "point_labels": [2]}, "1 .foreground. or 0"),
-    ({"boxes": [50, 50, 10, 10]}, "x0 <= x1"),
+    ({"boxes": [50, 50, 10, 10]}, "negative width: expected x0 < x1"),
     ({"points": [[1, np.nan]]}, "NaN"),
     ({"boxes": [[0, 0, 5, 5]] * 2, "text": ["a", "b", "c"]}, "disagree in number"),
     ({"text": "  "}, "empty"),

@@ -1,14 +1,20 @@
 """Distributed runs on a real local Ray cluster (2 CPUs, a small object store), started once for the module.
 
 Ray runs give the files the in-process engines give (graphs and the data engine); a killed worker loses nothing
-and duplicates nothing; an interrupted run resumes with only the missing items; corrupt images are error records,
-not failed jobs. Each Ray execution starts fresh workers (seconds each), so the tests share them frugally.
+and duplicates nothing; an input that kills every worker it reaches is recorded as failed and the run ends; an
+interrupted run (SIGTERM) resumes with only the missing items; corrupt images are error records, not failed jobs.
+Each Ray execution starts fresh workers (seconds each), so the tests share them frugally.
+
+Worker deaths are injected by test jobs (below), shipped to the workers by value: nothing of it is in samflow.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +27,7 @@ from samflow.cli import main
 from samflow.engine.graph import Graph
 from samflow.errors import InputError
 from samflow.scale.jobs import GraphJob
-from samflow.scale.ray_worker import FAULT_ENV
+from samflow.scale.records import ITEM_RECORD
 
 pytest.importorskip("ray.data")
 # Ray's own DataContext sets deprecated fields of its own when it is created; nothing here asks for them.
@@ -36,8 +42,40 @@ def cluster():
 
     ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    # The test jobs below reach the workers by value (the workers cannot import this test module).
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     ray.shutdown()
+
+
+class DieOnce(GraphJob):
+    """The first worker to reach its `nth` item while `marker` does not exist creates it and exits at once, as a
+    killed worker would (no clean-up, no exception)."""
+
+    def __init__(self, job: GraphJob, marker: Path, nth: int = 2) -> None:
+        super().__init__(job.graph, job.graph_source, job.cache_bytes)
+        self.marker, self.nth, self.calls = str(marker), nth, 0
+
+    def process(self, item_id, inputs):
+        self.calls += 1
+        if self.calls >= self.nth and not os.path.exists(self.marker):
+            Path(self.marker).write_text(f"{os.getpid()} died on {item_id}\n")
+            os._exit(1)
+        return super().process(item_id, inputs)
+
+
+class CrashOn(GraphJob):
+    """Kills its worker process whenever it reaches the input file named `culprit` (a segfault, say)."""
+
+    def __init__(self, graph: Graph, culprit: str) -> None:
+        super().__init__(graph)
+        self.culprit = culprit
+
+    def process(self, item_id, inputs):
+        if Path(inputs["image"]).name == self.culprit:
+            os._exit(1)
+        return super().process(item_id, inputs)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +103,9 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _files(folder: Path) -> dict[str, bytes]:
+def _files(folder: Path, records: bool = True) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "run.json"}
+            if p.is_file() and p.name != "run.json" and (records or p.name != ITEM_RECORD)}
 
 
 def _manifest(folder: Path) -> dict:
@@ -75,38 +113,41 @@ def _manifest(folder: Path) -> dict:
 
 
 def test_graph_run_interrupted_then_resumed_with_a_killed_worker(cluster, graph_run, tmp_path, monkeypatch):
-    """On Ray, a graph run whose driver is stopped after two items, then rerun with `samflow run --engine ray`
-    while one of its workers dies on its second batch: only the missing items are processed, every item is
-    written and recorded once, the corrupt image is an error record, and the files are those of `samflow run`."""
+    """On Ray, `samflow run --engine ray` gets SIGTERM after two items: it exits 143 with run.json marking the
+    rest pending; rerun while one of its workers dies on its second item: only the missing items are processed,
+    every item is written and recorded once, the corrupt image is an error record, and the files (the records of
+    each item's inputs included) are those of `samflow run`."""
     root, local = graph_run
     from samflow.scale import distributed
 
     out = tmp_path / "out"
     graph = Graph.load(root / "graph.yaml")
     items = distributed.plan_items(graph, {"image": root / "images"})
+    command = ["run", str(root / "graph.yaml"), "--input", f"image={root / 'images'}", "--out", str(out),
+               "--engine", "ray", "--no-progress"]
     commit, commits = GraphJob.commit, []
 
-    def interrupted_commit(self, out, item_id, files):  # Ctrl-C in the driver after two items
+    def terminated_commit(self, out, item_id, files):  # `kill PID` while the driver commits its third item
         if len(commits) == 2:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
         commits.append(item_id)
         commit(self, out, item_id, files)
 
-    monkeypatch.setattr(GraphJob, "commit", interrupted_commit)
-    with pytest.raises(KeyboardInterrupt):
-        distributed.run(graph, root / "images", out, workers=1, batch_size=1, progress=False)
+    monkeypatch.setattr(GraphJob, "commit", terminated_commit)
+    assert main([*command, "--workers", "1", "--batch-size", "1"]) == 128 + signal.SIGTERM
     first = _manifest(out)
     done = {item["id"] for item in first["items"] if item["status"] == "ok"}
-    assert done == set(commits) and len(first["items"]) == len(items)
+    assert done == set(commits[:2]) and len(first["items"]) == len(items)
     assert first["counts"]["pending"] == len(items) - 2 - first["counts"]["failed"]
+    assert not list(out.glob(".*"))  # the third item's staging did not stay behind
     monkeypatch.setattr(GraphJob, "commit", commit)
 
     marker = tmp_path / "killed"
-    monkeypatch.setenv(FAULT_ENV, f"2:{marker}")  # the first worker to reach its 2nd batch exits
-    code = main(["run", str(root / "graph.yaml"), "--input", f"image={root / 'images'}", "--out", str(out),
-                 "--engine", "ray", "--workers", "2", "--batch-size", "1", "--no-progress"])
+    execute = distributed.execute
+    monkeypatch.setattr(distributed, "execute", lambda job, *args: execute(DieOnce(job, marker), *args))
+    code = main([*command, "--workers", "2", "--batch-size", "1"])
     assert code == 1  # the corrupt image failed, as in-process; everything else is there
-    assert marker.is_file(), "the hook did not kill a worker"
+    assert marker.is_file(), "no worker was killed"
     manifest = _manifest(out)
     assert manifest["engine"] == "ray"
     assert [item["id"] for item in manifest["items"]] == [item_id for item_id, _ in items]  # each once, in order
@@ -118,8 +159,43 @@ def test_graph_run_interrupted_then_resumed_with_a_killed_worker(cluster, graph_
     (corrupt,) = [item for item in manifest["items"] if item["status"] == "failed"]
     assert corrupt["id"] == "corrupt" and "cannot read image" in corrupt["error"]
     assert corrupt["error"] == next(i for i in _manifest(local)["items"] if i["id"] == "corrupt")["error"]
+    assert manifest["worker_crashes"] == {marker.read_text().split()[-1]: 1}  # died once, then done
     assert _files(out) == _files(local)
     assert not list(out.glob(".*"))  # no staging left behind
+
+
+def test_an_input_that_kills_its_workers_is_failed_and_the_run_ends(cluster, graph_run, tmp_path):
+    """One image kills every worker that reaches it: after two deaths it is recorded as failed ("worker crashed 2
+    times on this input") and the run finishes the rest; before, Ray retried it for ever. OUT already holds
+    another file's `img0`: this run's img0 goes to `img0_2` instead of passing for done."""
+    from samflow.scale import distributed
+
+    root, local = graph_run
+    out = tmp_path / "out"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "img0.png").write_bytes((root / "images" / "img1.png").read_bytes())
+    with one_thread():
+        assert main(["run", str(root / "graph.yaml"), "--input", f"image={other}", "--out", str(out),
+                     "--no-progress"]) == 0
+    graph = Graph.load(root / "graph.yaml")
+    items = distributed.plan_items(graph, {"image": root / "images"})
+    started = time.perf_counter()
+    report = distributed.execute(CrashOn(graph, "img2.png"), items, out,
+                                 distributed.RayOptions(workers=2, batch_size=2, progress=False))
+    seconds = time.perf_counter() - started
+    status = {item["id"]: item for item in _manifest(out)["items"]}
+    assert status["img2"]["status"] == "failed", status["img2"]
+    assert status["img2"]["error"].startswith("worker crashed 2 times on this input")
+    assert _manifest(out)["worker_crashes"] == {"img2": 2}
+    assert [item["id"] for item in report.items] == ["corrupt", "img0_2", "img1", "img2", "img3"]
+    assert {i for i, item in status.items() if item["status"] == "ok"} == {"img0_2", "img1", "img3"}
+    assert status["corrupt"]["status"] == "failed"
+    assert status["img0"]["status"] == "skipped" and status["img0"]["inputs"]["image"] == str(other / "img0.png")
+    ours, theirs = _files(out, records=False), _files(local, records=False)
+    assert {k.replace("img0_2/", "img0/"): v for k, v in ours.items() if not k.startswith("img0/")} == {
+        k: v for k, v in theirs.items() if not k.startswith("img2/")}
+    assert seconds < 150, seconds
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The worker side of distributed runs, without a cluster: a batch in, one row per item out, files as the
-in-process runner writes them; failures are rows; the kill hook; counter increments."""
+in-process runner writes them; failures are rows; the crash ledger; counter increments."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from graph_testing import make_checkpoint, make_images, three_decoders_yaml
 from samflow.engine.graph import Graph
 from samflow.engine.scheduler import Scheduler
 from samflow.errors import InputError
+from samflow.scale import records
 from samflow.scale.distributed import plan_items
 from samflow.scale.jobs import GraphJob
 from samflow.scale.runner import plan_items as runner_plan_items
 from samflow.scale.runner import run_graph
 
 pa = pytest.importorskip("pyarrow")
-from samflow.scale.ray_worker import BatchWorker, _parse_fault, stats_add, stats_delta  # noqa: E402
+from samflow.scale.ray_worker import BatchWorker, CrashLedger, stats_add, stats_delta  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -87,25 +88,52 @@ def test_job_pickles_without_its_scheduler(setup):
     job.close()
 
 
-def test_kill_hook(tmp_path, monkeypatch):
-    assert _parse_fault(None) is None
-    assert _parse_fault(f"2:{tmp_path / 'm'}") == (2, tmp_path / "m")
-    with pytest.raises(InputError, match="N:MARKER_FILE"):
-        _parse_fault("two")
+def test_the_ledger_refuses_an_input_its_workers_died_on_twice():
+    """An item begun and not ended when it begins again was being processed when its worker died; after two such
+    deaths it is refused (a failed row) instead of run; inputs that passed, or failed in Python, are not counted."""
+    ledger = CrashLedger(limit=2)
+    assert ledger.begin("a", "w1") is None
+    ledger.end("a")  # done: never counted
+    assert ledger.begin("a", "w1") is None
+    ledger.end("a")
+    assert ledger.begin("bad", "w1") is None  # ... and w1 dies on it
+    assert ledger.begin("bad", "w2") is None  # one death: retried, and w2 dies too
+    refused = ledger.begin("bad", "w3")  # two deaths: not tried again
+    assert refused is not None and refused.startswith("worker crashed 2 times on this input") and "w1, w2" in refused
+    assert ledger.begin("bad", "w4") == refused  # for good: no further try is opened
+    assert ledger.crashes() == {"bad": 2}
 
-    class Quiet(GraphJob):
+
+def test_the_worker_records_a_refused_input_as_failed_and_goes_on(setup):
+    root, graph = setup
+
+    class Counting(GraphJob):
+        calls: list[str] = []
+
         def start(self) -> None:
             pass
 
-    exits = []
-    monkeypatch.setattr("samflow.scale.ray_worker.os._exit", exits.append)
-    worker = BatchWorker(Quiet(None), f"2:{tmp_path / 'marker'}")
-    worker(_batch([]))
-    assert not exits
-    worker(_batch([]))
-    assert exits == [1] and (tmp_path / "marker").is_file()
-    worker(_batch([]))  # once: the marker says it happened
-    assert exits == [1]
+        def process(self, item_id, inputs):
+            self.calls.append(item_id)
+            raise ValueError("no models here")
+
+    ledger = CrashLedger(limit=1)
+    ledger.begin("img1", "gone:1")  # a worker died on img1 once
+    worker = BatchWorker(Counting(graph), guard=ledger)
+    rows = worker(_batch([(f"img{i}", {"image": root / "images" / f"img{i}.png"}) for i in range(3)])).to_pylist()
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert rows[1]["error"].startswith("worker crashed 1 times on this input (its process died: gone:1)")
+    assert rows[0]["error"] == rows[2]["error"] == "ValueError: no models here"
+    assert Counting.calls == ["img0", "img2"]  # the refused input never ran
+    assert ledger.crashes() == {"img1": 1} and not ledger._open  # Python failures end their items
+
+
+def test_the_item_record_is_committed_with_the_outputs(setup, tmp_path):
+    root, graph = setup
+    job = GraphJob(graph)
+    inputs = {"image": str(root / "images" / "img0.png")}
+    job.commit(tmp_path, "img0", [("a.json", b"{}"), *job.item_files("img0", inputs)])
+    assert records.scan_items(tmp_path) == {"img0": {"image": str((root / "images" / "img0.png").resolve())}}
 
 
 def test_stats_arithmetic():

@@ -1,11 +1,21 @@
-"""The `--engine` switch shared by `samflow run` and `samflow annotate`: in-process (default) or Ray."""
+"""The `--engine` switch shared by `samflow run` and `samflow annotate`: in-process (default) or Ray; and how
+both stop when told to (Ctrl-C, SIGTERM)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from samflow.errors import InputError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from samflow.scale.distributed import RayOptions
@@ -71,3 +81,40 @@ def annotate_on_ray(args: argparse.Namespace, amg_names: list[str]) -> int:
         logging.getLogger("samflow.commands.annotate").error("failed: %s: %s", item["inputs"]["image"],
                                                              item["error"])
     return 1 if report.failed else 0
+
+
+class Stop:
+    """Which signal stopped a run (SIGINT when none was caught: Ctrl-C raises KeyboardInterrupt by itself)."""
+
+    def __init__(self) -> None:
+        self.signal = signal.SIGINT
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signal.Signals(signum)
+        # Once: a second SIGTERM ends the process at once, as SIGKILL would (the next run repairs the folder).
+        signal.signal(signum, signal.SIG_DFL)
+        log.warning("%s: stopping after writing the manifest (send it again to end at once)", self.signal.name)
+        raise KeyboardInterrupt
+
+    def exit_status(self, manifest: Path) -> int:
+        """Say what the stopped run left, and return 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+        log.error("stopped by %s: what finished is kept, and %s lists the rest as pending; rerun the same "
+                  "command to finish", self.signal.name, manifest)
+        return 128 + int(self.signal)
+
+
+@contextmanager
+def stop_cleanly() -> Iterator[Stop]:
+    """For the block, SIGTERM stops the run as Ctrl-C does (a KeyboardInterrupt in the main thread), so the
+    engines remove the item in progress's staging and write their final manifest (the items not reached
+    pending) on the way out; a second SIGTERM ends the process at once. Catch KeyboardInterrupt inside the block
+    and return `stop.exit_status(...)`."""
+    stop = Stop()
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, stop.handle)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)

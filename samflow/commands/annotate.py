@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from samflow.commands._engine_options import add_engine_arguments, annotate_on_ray, check_local
+from samflow.commands._engine_options import add_engine_arguments, annotate_on_ray, check_local, stop_cleanly
 from samflow.errors import InputError
 from samflow.ops.image import IMAGE_SUFFIXES
-from samflow.scale.annotate import AMG_OPTIONS, annotate_images
+from samflow.scale.annotate import AMG_OPTIONS, SUMMARY, annotate_images
 from samflow.scale.runner import expand_paths
 
 
@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "annotate", help="automatic masks for images, one SA-1B JSON per image (resumable)",
         description="Run SAM's automatic mask generator over images and write one SA-1B style JSON per image "
                     "(COCO RLE masks). Images whose JSON exists are skipped, so an interrupted run resumes; "
-                    "failures are listed in OUT/summary.json and the run goes on (exit 1 if any failed).")
+                    "failures are listed in OUT/summary.json and the run goes on (exit 1 if any failed). "
+                    "OUT/summary.json describes every image the folder holds; stopped by Ctrl-C or SIGTERM "
+                    "(exit 130/143), it lists the images not reached as pending.")
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or globs")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--model", default=None,
@@ -38,8 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_local(args, ray_workers=True)
-    if args.engine == "ray":
-        return annotate_on_ray(args, [name for name, *_ in AMG_OPTIONS])
+    with stop_cleanly() as stop:
+        try:
+            if args.engine == "ray":
+                return annotate_on_ray(args, [name for name, *_ in AMG_OPTIONS])
+            return _annotate_here(args)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the engine has written summary.json on the way out
+            return stop.exit_status(Path(args.out) / SUMMARY)
+
+
+def _annotate_here(args: argparse.Namespace) -> int:
     paths = sorted({p.resolve(): p for spec in args.images for p in expand_paths(spec, IMAGE_SUFFIXES)}.values())
     if not paths:
         raise InputError(f"no images found in {' '.join(args.images)}")
@@ -47,4 +57,4 @@ def run(args: argparse.Namespace) -> int:
     summary = annotate_images(paths, Path(args.out), params, model=args.model, checkpoint=args.checkpoint,
                               device=args.device, cache_dir=args.cache, preview=args.preview,
                               progress=not args.no_progress)
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed_now"] else 0

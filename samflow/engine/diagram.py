@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from samflow.engine.graph import Graph
-from samflow.engine.spec import GRAPH_INPUTS
+from samflow.engine.spec import GRAPH_INPUTS, NodeSpec
 
 
 def _edges(graph: Graph) -> list[tuple[str, str, str]]:
@@ -19,12 +19,18 @@ def _edges(graph: Graph) -> list[tuple[str, str, str]]:
     return edges
 
 
+def _kind(spec: NodeSpec) -> str:
+    """The node type, with the node's own summary of its params when it has one (e.g. 'sam.encoder · vit_b')."""
+    summary = spec.node_type.summary(spec.params)
+    return f"{spec.type_id} · {summary}" if summary else spec.type_id
+
+
 def to_mermaid(graph: Graph) -> str:
     lines = ["flowchart LR"]
     for name, payload in graph.inputs.items():
         lines.append(f'  in_{name}(["{name}: {payload.type_name}"])')
     for name, spec in graph.nodes.items():
-        lines.append(f'  {name}["{name}<br/><small>{spec.type_id}</small>"]')
+        lines.append(f'  {name}["{name}<br/><small>{_kind(spec)}</small>"]')
     for name in graph.outputs:
         lines.append(f'  out_{name}(["{name}"])')
     for source, target, label in _edges(graph):
@@ -37,7 +43,7 @@ def to_dot(graph: Graph) -> str:
     for name, payload in graph.inputs.items():
         lines.append(f'  "in_{name}" [label="{name}: {payload.type_name}", shape=ellipse];')
     for name, spec in graph.nodes.items():
-        lines.append(f'  "{name}" [label="{name}\\n{spec.type_id}"];')
+        lines.append(f'  "{name}" [label="{name}\\n{_kind(spec)}"];')
     for name in graph.outputs:
         lines.append(f'  "out_{name}" [label="{name}", shape=ellipse];')
     for source, target, label in _edges(graph):

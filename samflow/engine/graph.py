@@ -120,7 +120,7 @@ class Graph:
         wiring: dict[str, Ref] = {}
         for port, value in {**(inputs or {}), **port_inputs}.items():
             ref = self._as_ref(value, name, port)
-            problem = validation.wiring_problem(self, cls, port, ref)
+            problem = validation.wiring_problem(self, cls, port, ref, parsed)
             if problem:
                 self._fail(problem, node=name, port=port)
             wiring[port] = ref
@@ -211,13 +211,9 @@ class Graph:
 
     @classmethod
     def load(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Graph:
-        """Read and validate a YAML graph file; `overrides` as in `from_yaml`."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise GraphError(f"cannot read graph {path}: {exc.strerror or exc}") from exc
-        return cls.from_yaml(text, source=str(path), overrides=overrides)
+        """Read and validate a YAML graph file (UTF-8, at most graph_yaml.MAX_GRAPH_BYTES); `overrides` as in
+        `from_yaml`."""
+        return cls.from_yaml(graph_yaml.read_file(path), source=str(path), overrides=overrides)
 
     @classmethod
     def from_yaml(cls, text: str, source: str | None = None, overrides: Mapping[str, Any] | None = None) -> Graph:

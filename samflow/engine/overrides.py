@@ -14,7 +14,7 @@ import yaml
 
 from samflow.engine.validation import GraphValidationError, Problem, hint
 from samflow.errors import InputError
-from samflow.yamlio import LineMap
+from samflow.yamlio import LineMap, load_with_lines, plain
 
 
 def name_value_pairs(values: list[str], what: str) -> dict[str, str]:
@@ -29,8 +29,21 @@ def name_value_pairs(values: list[str], what: str) -> dict[str, str]:
 
 
 def yaml_overrides(values: list[str]) -> dict[str, Any]:
-    """`--set NAME=VALUE` options as {NAME: VALUE read as YAML (safe loader)}."""
-    return {key: yaml.safe_load(value) for key, value in name_value_pairs(values, "--set").items()}
+    """`--set NAME=VALUE` options as {NAME: VALUE read as YAML (the safe, bounded reader of samflow.yamlio)}.
+
+    A VALUE that is not YAML is an InputError naming the option and the YAML problem (the CLI's exit 2)."""
+    return {key: _yaml_value(key, value) for key, value in name_value_pairs(values, "--set").items()}
+
+
+def _yaml_value(name: str, text: str) -> Any:
+    try:
+        return plain(load_with_lines(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at column {mark.column + 1}" if mark is not None and mark.line == 0 else (
+            f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"--set {name}={text!r}: the value is not valid YAML: {what}{where}") from None
 
 
 def apply_overrides(data: Any, overrides: Mapping[str, Any], source: str) -> None:

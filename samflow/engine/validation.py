@@ -75,8 +75,10 @@ def resolve(graph: Graph, ref: Ref) -> tuple[type[Payload] | None, str | None]:
     return outputs[ref.port], None
 
 
-def wiring_problem(graph: Graph, cls: type[Node], port: str, ref: Ref) -> str | None:
-    """Why input `port` of a `cls` node cannot take `ref` in `graph` (no such port, no such value, wrong type)."""
+def wiring_problem(graph: Graph, cls: type[Node], port: str, ref: Ref, params: NodeParams | None = None
+                   ) -> str | None:
+    """Why input `port` of a `cls` node cannot take `ref` in `graph` (no such port, no such value, wrong type, or,
+    given the node's `params`, what its `input_problem` finds in the producer's `output_facts`)."""
     if port not in cls.inputs:
         return f"{cls.type_id} has no input '{port}'{hint(port, cls.inputs)} (inputs: {', '.join(cls.inputs)})"
     source_type, problem = resolve(graph, ref)
@@ -86,6 +88,11 @@ def wiring_problem(graph: Graph, cls: type[Node], port: str, ref: Ref) -> str | 
     if not issubclass(source_type, wanted):
         return (f"type mismatch: {ref} is {source_type.type_name} but {cls.type_id} input '{port}' "
                 f"expects {wanted.type_name}")
+    source = graph.nodes.get(ref.node)
+    if params is not None and source is not None:
+        facts = source.node_type.output_facts(source.params, ref.port)
+        if facts:
+            return cls.input_problem(params, port, str(ref), facts)
     return None
 
 
@@ -134,7 +141,7 @@ def validate(graph: Graph) -> None:
     problems = []
     for name, spec in graph.nodes.items():
         for port, ref in spec.inputs.items():
-            problem = wiring_problem(graph, spec.node_type, port, ref)
+            problem = wiring_problem(graph, spec.node_type, port, ref, spec.params)
             if problem:
                 problems.append(Problem(problem, graph.source, node=name, port=port))
         for port in missing_inputs(spec.node_type, spec.inputs):

@@ -9,6 +9,10 @@ medium < 96^2 <= large, in original pixels).
 
     report = evaluate(build_sam("tiny"), synthetic_scenes(seed=1000, n=200))
     print(report.format())
+
+As the `points` task (`samflow eval DATASET --task points --out DIR`), `keep_predictions=True` also keeps every
+object's clicks and masks, and `write_points_outputs` writes DIR/metrics.json, DIR/predictions.json and the mIoU vs
+clicks plot. Datasets come from samflow.evaluation.datasets (re-exported here).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from tqdm import tqdm
 
 from samflow.data.samples import Sample
 from samflow.errors import InputError
+from samflow.evaluation.datasets import SyntheticScenes, load_dataset, synthetic_scenes
 from samflow.models.sam.sam import Sam
+from samflow.ops import rle
 from samflow.ops.distance import distance_transform
 from samflow.ops.metrics import mask_iou
 from samflow.predict.predictor import SamPredictor
@@ -66,12 +72,20 @@ def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int] | None:
 
 @dataclass
 class ObjectResult:
-    """IoUs of one object: `clicks[k]` after k clicks (top mask at k=1), `oracle` (best of 3 at k=1), `box`."""
+    """IoUs of one object: `clicks[k]` after k clicks (top mask at k=1), `oracle` (best of 3 at k=1), `box`.
+
+    With `evaluate(..., keep_predictions=True)` also: `image` (its file name), `index` (the object's place among the
+    image's masks), `prompts` ([x, y, label] of every click made) and `masks` (COCO RLE of the mask after k clicks,
+    for each reported k)."""
 
     area: int
     clicks: dict[int, float]
     oracle: float
     box: float | None
+    image: str = ""
+    index: int = 0
+    prompts: list[list[float]] | None = None
+    masks: dict[int, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -127,10 +141,13 @@ def _box_of(mask: np.ndarray) -> np.ndarray:
 
 
 def evaluate_sample(predictor: SamPredictor | Any, sample: Sample, clicks: Sequence[int] = (1, 3, 5), box: bool = True,
-                    use_mask_input: bool = True) -> list[ObjectResult]:
+                    use_mask_input: bool = True, keep_predictions: bool = False) -> list[ObjectResult]:
     """Run the protocol on every object of one image (objects batched in each decoder call)."""
-    gts = sample.masks[sample.masks.reshape(len(sample.masks), -1).any(axis=1)] if len(sample.masks) else sample.masks
+    present = np.flatnonzero(sample.masks.reshape(len(sample.masks), -1).any(axis=1)) if len(sample.masks) \
+        else np.zeros(0, np.int64)
+    gts = sample.masks[present]
     n = len(gts)
+    kept: dict[int, list[dict[str, Any]]] = {}
     if n == 0:
         return []
     max_clicks = max(clicks)
@@ -148,6 +165,8 @@ def evaluate_sample(predictor: SamPredictor | Any, sample: Sample, clicks: Seque
     logits = low_res[np.arange(n), top][:, None]
     ious[1] = all_iou[np.arange(n), top]
     oracle = all_iou.max(axis=1)
+    if keep_predictions and 1 in clicks:
+        kept[1] = _encode(current)
     for k in range(2, max_clicks + 1):
         for i in range(n):
             click = next_click(current[i], gts[i])
@@ -160,6 +179,8 @@ def evaluate_sample(predictor: SamPredictor | Any, sample: Sample, clicks: Seque
                                               multimask_output=False)
         current, logits = masks[:, 0], low_res[:, :1]
         ious[k] = mask_iou(current, gts)
+        if keep_predictions and k in clicks:
+            kept[k] = _encode(current)
     box_ious = None
     if box:
         boxes = np.stack([_box_of(g) for g in gts])
@@ -167,15 +188,25 @@ def evaluate_sample(predictor: SamPredictor | Any, sample: Sample, clicks: Seque
         box_ious = mask_iou(masks[:, 0], gts)
     return [
         ObjectResult(area=int(gts[i].sum()), clicks={k: float(ious[k][i]) for k in clicks}, oracle=float(oracle[i]),
-                     box=None if box_ious is None else float(box_ious[i]))
+                     box=None if box_ious is None else float(box_ious[i]), image=sample.file_name,
+                     index=int(present[i]),
+                     prompts=[[float(x), float(y), int(label)] for (x, y), label in zip(coords[i], labels[i])]
+                     if keep_predictions else None,
+                     masks={k: kept[k][i] for k in sorted(kept)} if keep_predictions else None)
         for i in range(n)
     ]
+
+
+def _encode(masks: np.ndarray) -> list[dict[str, Any]]:
+    encoded = rle.encode(np.asarray(masks, dtype=bool))
+    assert isinstance(encoded, list)
+    return encoded
 
 
 @torch.no_grad()
 def evaluate(model: Sam | SamPredictor | Any, dataset: Iterable[Sample], clicks: Sequence[int] = (1, 3, 5),
              box: bool = True, name: str = "dataset", max_images: int | None = None, progress: bool = False,
-             use_mask_input: bool = True) -> EvalReport:
+             use_mask_input: bool = True, keep_predictions: bool = False) -> EvalReport:
     """Evaluate a model on a dataset of `Sample`s (SA1BDataset, CocoDataset, `synthetic_scenes`, a list...)."""
     clicks = sorted(set(int(c) for c in clicks))
     if not clicks or clicks[0] < 1:
@@ -191,55 +222,30 @@ def evaluate(model: Sam | SamPredictor | Any, dataset: Iterable[Sample], clicks:
     for i, sample in enumerate(tqdm(dataset, total=total, disable=not progress, desc=name)):
         if max_images is not None and i >= max_images:
             break
-        report.objects.extend(evaluate_sample(predictor, sample, clicks, box, use_mask_input))
+        report.objects.extend(evaluate_sample(predictor, sample, clicks, box, use_mask_input, keep_predictions))
         report.images += 1
     return report
 
 
-class SyntheticScenes(Sequence[Sample]):
-    """`n` synthetic scenes of dataset `seed` (scene i as `samflow synth --seed` writes sa_{i:06d}), rendered lazily."""
+def write_points_outputs(report: EvalReport, out_dir: str | Path, plot: bool = False) -> dict[str, Any]:
+    """The points task's files: DIR/metrics.json (the report), DIR/predictions.json (one record per object: its
+    image, index, area, clicks [x, y, label], IoU per click count, oracle and box IoU, and the mask after each
+    reported click count as COCO RLE; needs `evaluate(..., keep_predictions=True)`) and, with `plot`,
+    DIR/miou_vs_clicks.png. Returns the metrics."""
+    from samflow.evaluation.outputs import write_json
 
-    def __init__(self, seed: int, n: int, size: int = 256, start: int = 1) -> None:
-        self.seed, self.n, self.size, self.start = seed, n, size, start
+    out = Path(out_dir)
+    records = [{"image": o.image, "object": o.index, "area": o.area, "clicks": o.prompts,
+                "iou": {str(k): v for k, v in o.clicks.items()}, "oracle": o.oracle, "box": o.box,
+                "segmentation": {str(k): m for k, m in (o.masks or {}).items()}} for o in report.objects]
+    write_json(out / "predictions.json", records)
+    metrics = {"task": "points", **report.to_dict()}
+    if plot:
+        from samflow.evaluation.plots import plot_miou_vs_clicks
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        from samflow.data.synthetic import render_scene, scene_file_stem, scene_rng
-
-        if not 0 <= index < self.n:
-            raise IndexError(index)
-        scene = render_scene(scene_rng(self.seed, self.start + index), self.size)
-        return Sample(image=scene.image, masks=scene.masks, annotations=scene.annotations,
-                      file_name=scene_file_stem(self.start + index) + ".png")
-
-
-def synthetic_scenes(seed: int, n: int, size: int = 256) -> SyntheticScenes:
-    return SyntheticScenes(seed, n, size)
-
-
-def load_dataset(spec: str, images: str | None = None) -> tuple[str, Sequence[Sample]]:
-    """A dataset from a command-line spec: `synthetic:SEED:N` (rendered), an SA-1B folder, or a COCO JSON
-    (images in `images`, default: the folder of the JSON)."""
-    if spec.startswith("synthetic:"):
-        parts = spec.split(":")
-        try:
-            seed, n = int(parts[1]), int(parts[2])
-            size = int(parts[3]) if len(parts) > 3 else 256
-        except (IndexError, ValueError):
-            raise InputError(f"expected synthetic:SEED:N[:SIZE], got {spec!r}") from None
-        return spec, SyntheticScenes(seed, n, size)
-    path = Path(spec)
-    if path.is_dir():
-        from samflow.data.sa1b import SA1BDataset
-
-        return path.name, SA1BDataset(path)
-    if path.suffix == ".json" and path.is_file():
-        from samflow.data.coco import CocoDataset
-
-        return path.stem, CocoDataset(path, images or path.parent, skip_empty=True)
-    raise InputError(f"dataset {spec!r} is not an SA-1B folder, a COCO .json file or synthetic:SEED:N")
+        plot_miou_vs_clicks(report.summary(), out / "miou_vs_clicks.png", title=f"mIoU vs clicks, {report.name}")
+    write_json(out / "metrics.json", metrics, indent=2)
+    return metrics
 
 
 def write_reports(reports: list[EvalReport], path: str | Path) -> Path:
@@ -250,4 +256,4 @@ def write_reports(reports: list[EvalReport], path: str | Path) -> Path:
 
 
 __all__ = ["EvalReport", "ObjectResult", "SyntheticScenes", "evaluate", "evaluate_sample", "load_dataset",
-           "next_click", "size_category", "synthetic_scenes", "write_reports"]
+           "next_click", "size_category", "synthetic_scenes", "write_points_outputs", "write_reports"]

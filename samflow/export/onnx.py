@@ -31,6 +31,7 @@ from samflow.export.writer import DEFAULT_OPSET, TensorSpec, check_opset, interf
 from samflow.fileio import write_json_atomic
 from samflow.models.sam import Sam, SamConfig, build_sam
 from samflow.models.sam.build import SHIPPED_WEIGHTS
+from samflow.models.sam.config import FAMILY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,10 @@ def exportable(model: Sam) -> Sam:
     is never changed): ONNX graphs are traced in float32 on the CPU."""
     if not isinstance(model, Sam):
         raise InputError(f"expected a samflow Sam model (samflow.build_sam), not {type(model).__name__}")
+    if model.family != "sam":
+        # The official ONNX interface is SAM's: MobileSAM's TinyViT and HQ-SAM's extra inputs are not traced here.
+        raise ExportError(f"ONNX export covers the original SAM models (vit_b, vit_l, vit_h, tiny); this is a "
+                          f"{FAMILY_NAMES.get(model.family, model.family)} model ({model.family})")
     compiled = any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
     plain = (model.device.type == "cpu" and not model.training and not compiled
              and all(t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point()))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from samflow.errors import InputError
+from samflow.ops.image import image_limits
 
 __all__ = [
     "area",
@@ -103,6 +104,8 @@ def _check_size(rle: Any) -> tuple[int, int]:
         raise InputError(f"RLE 'size' must be [height, width], got {size!r}") from None
     if h < 0 or w < 0:
         raise InputError(f"RLE 'size' must not be negative, got {size!r}")
+    if h * w >= 2**63:
+        raise InputError(f"RLE 'size' {h}x{w} has more pixels than int64 counts can hold")
     return h, w
 
 
@@ -167,21 +170,43 @@ def _counts_of(rle: Any) -> tuple[int, int, np.ndarray]:
     """Size and int64 counts of an RLE in either form, validated against its size."""
     h, w = _check_size(rle)
     raw = rle["counts"]
-    if isinstance(raw, (str, bytes, bytearray)):
-        counts = _decompress(raw)
-    else:
-        try:
-            counts = np.asarray(raw, dtype=np.int64)
-        except (TypeError, ValueError):
-            raise InputError("malformed RLE counts: expected a string or a list of integers") from None
-        if counts.ndim != 1:
-            raise InputError("malformed RLE counts: expected a flat list of integers")
+    counts = _decompress(raw) if isinstance(raw, (str, bytes, bytearray)) else _integer_counts(raw)
     if counts.size and counts.min() < 0:
         raise InputError("malformed RLE counts: run lengths must not be negative")
-    total = int(counts.sum())
-    if total != h * w:
-        raise InputError(f"malformed RLE counts: runs cover {total} pixels but size {h}x{w} has {h * w}")
+    hw = h * w
+    # Each run fits in the mask, so the sum below cannot wrap around int64 (a wrapped sum could match h * w).
+    if counts.size and int(counts.max()) > hw:
+        raise InputError(f"malformed RLE counts: a run of {int(counts.max())} pixels is longer than size {h}x{w}")
+    total = int(counts.sum()) if hw * counts.size < 2**63 else sum(counts.tolist())
+    if total != hw:
+        raise InputError(f"malformed RLE counts: runs cover {total} pixels but size {h}x{w} has {hw}")
     return h, w, counts
+
+
+def _integer_counts(raw: Any) -> np.ndarray:
+    """List counts as int64: whole numbers only (3.0 passes, 1.5 and True do not), within int64."""
+    try:
+        arr = np.asarray(raw)
+        if arr.dtype.kind == "O":  # big or mixed Python numbers
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr.ravel()):
+                raise TypeError
+            arr = np.asarray(arr.tolist(), dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError("malformed RLE counts: expected a string or a flat list of whole numbers (within int64)"
+                         ) from None
+    if arr.ndim != 1:
+        raise InputError("malformed RLE counts: expected a flat list of integers")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all() and np.abs(arr).max() < 2**62):
+            raise InputError("malformed RLE counts: run lengths must be whole numbers")
+    elif arr.dtype.kind not in "iu":
+        kind = "text" if arr.dtype.kind in "SU" else arr.dtype.name
+        raise InputError(f"malformed RLE counts: expected a string or a list of whole numbers, got {kind} values")
+    if arr.dtype.kind == "u" and int(arr.max()) >= 2**63:
+        raise InputError("malformed RLE counts: a run length is beyond int64")
+    return arr.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------- public
@@ -239,24 +264,34 @@ def compressed_to_uncompressed(rle: Rle) -> Rle:
 
 def _decode_one(rle: Any) -> np.ndarray:
     h, w, counts = _counts_of(rle)
+    _check_decoded_size(h, w)
     values = np.zeros(counts.size, dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, counts)
     return flat.reshape(w, h).T
 
 
+def _check_decoded_size(h: int, w: int) -> None:
+    """A few bytes of RLE can stand for any size: decode no more pixels per mask than an image file may have."""
+    max_pixels = image_limits()[0]
+    if h * w > max_pixels:
+        raise InputError(f"an RLE of {h}x{w} pixels is larger than decoded masks may be ({max_pixels:,} pixels; "
+                         "SAMFLOW_MAX_IMAGE_PIXELS changes it)")
+
+
 def decode(rles: Rle | Sequence[Rle]) -> np.ndarray:
-    """Bool mask(s) of an RLE (-> (H, W)) or a list of RLEs of one size (-> (N, H, W)); either form of counts."""
+    """Bool mask(s) of an RLE (-> (H, W)) or a list of RLEs of one size (-> (N, H, W)); either form of counts.
+    A mask over the image files' pixel bound (`samflow.ops.image.image_limits`) is an InputError, not gigabytes."""
     if isinstance(rles, dict):
         return np.ascontiguousarray(_decode_one(rles))
-    if not isinstance(rles, Sequence) or isinstance(rles, (str, bytes)):
-        raise InputError(f"decode expects an RLE dict or a list of them, got {type(rles).__name__}")
+    rles = _rle_list(rles, "decode")
     if len(rles) == 0:
         raise InputError("cannot decode an empty list of RLEs: the mask size is unknown")
     sizes = {tuple(_check_size(r)) for r in rles}
     if len(sizes) != 1:
         raise InputError(f"all RLEs in a list must share one size, got {sorted(sizes)}")
     h, w = sizes.pop()
+    _check_decoded_size(h, w)
     out = np.empty((len(rles), h, w), dtype=bool)
     for i, rle in enumerate(rles):
         out[i] = _decode_one(rle)
@@ -267,7 +302,7 @@ def area(rles: Rle | Sequence[Rle]) -> int | list[int]:
     """Number of set pixels, as ``pycocotools.mask.area``: an int for one RLE, a list for a list."""
     if isinstance(rles, dict):
         return int(_counts_of(rles)[2][1::2].sum())
-    return [int(_counts_of(r)[2][1::2].sum()) for r in rles]
+    return [int(_counts_of(r)[2][1::2].sum()) for r in _rle_list(rles, "area")]
 
 
 def area_from_rle(rle: Rle) -> int:
@@ -280,23 +315,34 @@ def area_from_rle(rle: Rle) -> int:
 def _bbox_one(rle: Any) -> np.ndarray:
     h, _, counts = _counts_of(rle)
     m = (counts.size // 2) * 2
-    if m == 0:
+    lengths = counts[1:m:2]  # the runs of ones; zero-length ones (non-canonical counts) set no pixel
+    keep = lengths > 0
+    if not keep.any():
         return np.zeros(4)
-    ends = np.cumsum(counts[:m])
-    # pycocotools' rule: at an even index the run of ones starts at `ends`, at an odd index it ends at `ends - 1`.
-    t = ends - (np.arange(m) % 2)
-    ys = t % h
-    xs = t // h
-    x0, y0 = xs.min(), ys.min()
-    x1, y1 = xs.max(), ys.max()
-    # A run of ones that wraps into a later column covers whole column heights in between.
-    if np.any(xs[0::2] < xs[1::2]):
+    first = np.cumsum(counts[:m])[0::2][keep]  # column-major index of each run's first pixel
+    last = first + lengths[keep] - 1
+    x_first, x_last = first // h, last // h
+    x0, x1 = x_first.min(), x_last.max()
+    if np.any(x_first < x_last):  # a run that wraps into a later column covers whole column heights in between
         y0, y1 = 0, h - 1
+    else:
+        y0, y1 = (first % h).min(), (last % h).max()
     return np.array([x0, y0, x1 - x0 + 1, y1 - y0 + 1], dtype=np.float64)
 
 
 def bbox(rles: Rle | Sequence[Rle]) -> np.ndarray:
-    """XYWH float64 boxes as ``pycocotools.mask.toBbox``: shape (4,) for one RLE, (N, 4) for a list."""
+    """XYWH float64 boxes as ``pycocotools.mask.toBbox``: shape (4,) for one RLE, (N, 4) for a list.
+
+    Counts with zero-length runs (not canonical) give the box of the pixels set, as pycocotools does for any mask
+    with a pixel; a mask without one is [0, 0, 0, 0] (pycocotools' 32-bit arithmetic returns [w, h, 1 - w, 1 - h]
+    wrapped around 2**32 there)."""
     if isinstance(rles, dict):
         return _bbox_one(rles)
+    rles = _rle_list(rles, "bbox")
     return np.stack([_bbox_one(r) for r in rles]) if len(rles) else np.zeros((0, 4))
+
+
+def _rle_list(rles: Any, what: str) -> Sequence[Any]:
+    if not isinstance(rles, Sequence) or isinstance(rles, (str, bytes)):
+        raise InputError(f"{what} expects an RLE dict or a list of them, got {type(rles).__name__}")
+    return rles

@@ -31,11 +31,12 @@ import torch
 from torchvision.ops import batched_nms, box_area
 
 from samflow.errors import InputError
+from samflow.models.sam.mask_decoder import MaskDecoder
 from samflow.ops import amg as ops
 from samflow.ops import rle as rle_ops
 from samflow.ops.image import to_rgb_uint8
 from samflow.ops.transforms import ResizeLongestSide
-from samflow.predict.predictor import EncodedImage, SamPredictor
+from samflow.predict.predictor import EncodedImage, SamPredictor, check_family
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ class SamAutomaticMaskGenerator:
     cache-backed function to reuse embeddings); the chunk sizes bound memory without changing results:
     `decoder_chunk` prompts go through the transformer at once, `upscale_chunk` prompts through the mask
     upscaling, `postprocess_chunk` masks are held at full resolution (default: sized so that each step's largest
-    tensor holds about CHUNK_ELEMENTS floats).
+    tensor holds about CHUNK_ELEMENTS floats). HQ-SAM models make one mask per point, as the reference HQ
+    generator (`hq_token_only`: the HQ token's mask alone, off there and by default).
     """
 
     def __init__(self, model: torch.nn.Module, points_per_side: int | None = 32, points_per_batch: int = 64,
@@ -155,7 +157,8 @@ class SamAutomaticMaskGenerator:
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: OutputMode = "binary_mask", *,
                  embed: Callable[[np.ndarray], EncodedImage] | None = None, postprocess_chunk: int | None = None,
-                 decoder_chunk: int | None = None, upscale_chunk: int | None = None) -> None:
+                 decoder_chunk: int | None = None, upscale_chunk: int | None = None,
+                 hq_token_only: bool = False) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise InputError("give exactly one of points_per_side and point_grids")
         if points_per_side is not None:
@@ -193,6 +196,9 @@ class SamAutomaticMaskGenerator:
         self.postprocess_chunk = postprocess_chunk
         self.decoder_chunk = decoder_chunk
         self.upscale_chunk = upscale_chunk
+        if hq_token_only and not getattr(model.mask_decoder, "is_hq", False):
+            raise InputError("hq_token_only applies to HQ-SAM models only")
+        self.hq_token_only = hq_token_only
 
     # --- public -------------------------------------------------------------------------------------------------
 
@@ -211,6 +217,8 @@ class SamAutomaticMaskGenerator:
         size = (int(image.shape[0]), int(image.shape[1]))
         if embedding is not None and tuple(embedding.original_size) != size:
             raise InputError(f"the embedding is of a {embedding.original_size} image, not {size}")
+        if embedding is not None:
+            check_family(embedding.family, self.model)
         crop_boxes, layers = ops.generate_crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
         parts = []
         for crop_box, layer in zip(crop_boxes, layers):
@@ -242,7 +250,8 @@ class SamAutomaticMaskGenerator:
         crop_size = (int(crop.shape[0]), int(crop.shape[1]))
         encoded = embedding if embedding is not None else self._encode(crop)
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        parts = [self._process_batch(encoded, points[start : start + self.points_per_batch], crop_box, size)
+        shared = _CropKey()  # the batches of this crop share its embedding: its prompt-free work is done once
+        parts = [self._process_batch(encoded, points[start : start + self.points_per_batch], crop_box, size, shared)
                  for start in range(0, len(points), self.points_per_batch)]
         data = GeneratedMasks.concat(parts, size)
         log.debug("crop %s: %d masks before NMS", crop_box, len(data))
@@ -256,7 +265,8 @@ class SamAutomaticMaskGenerator:
         data.crop_boxes = np.tile(np.array(crop_box, dtype=np.int64), (len(data), 1))
         return data
 
-    def _decode(self, encoded: EncodedImage, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _decode(self, encoded: EncodedImage, points: np.ndarray,
+                shared: _CropKey | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Predicted IoUs of all candidates (B * K,), point-major as the official flattens them; the indices of
         those passing `pred_iou_thresh` (n,); and their low-res logits (n, h, w).
 
@@ -279,6 +289,8 @@ class SamAutomaticMaskGenerator:
             index = self._passing(iou.flatten().float())
             k = iou.shape[1]
             return iou.flatten().float(), index, low_res[index // k, index % k].float()
+        if getattr(decoder, "is_hq", False):
+            return self._decode_hq(encoded, sparse, dense, image_pe, shared)
 
         ious, indices, logits = [], [], []
         grid = encoded.features.shape[-2:]
@@ -288,8 +300,9 @@ class SamAutomaticMaskGenerator:
         upscale_chunk = self.upscale_chunk or max(1, CHUNK_ELEMENTS // (768 * int(grid[0] * grid[1])))
         for start in range(0, sparse.shape[0], decoder_chunk):
             part = slice(start, start + decoder_chunk)
+            keyword = {"image_key": shared} if isinstance(decoder, MaskDecoder) else {}
             tokens, image_tokens = decoder.attend(encoded.features, image_pe, sparse[part],
-                                                  dense[part] if dense.shape[0] > 1 else dense)
+                                                  dense[part] if dense.shape[0] > 1 else dense, **keyword)
             iou = decoder.predict_iou(tokens)[:, multimask]
             k = iou.shape[1]
             iou = iou.flatten().float()
@@ -308,15 +321,45 @@ class SamAutomaticMaskGenerator:
             logits.append(torch.zeros(0, *grid, device=device))
         return torch.cat(ious), torch.cat(indices), torch.cat(logits)
 
+    def _decode_hq(self, encoded: EncodedImage, sparse: torch.Tensor, dense: torch.Tensor, image_pe: torch.Tensor,
+                   shared: _CropKey | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_decode` for HQ-SAM: one candidate per prompt, as the reference HQ generator (multimask: the best of the
+        three SAM masks plus the HQ token's mask, with the best IoU; the HQ mask alone with `hq_token_only`); the
+        fused features are made once per crop and masks only for prompts whose IoU passes."""
+        decoder = self.model.mask_decoder
+        if encoded.interm is None:
+            raise InputError("an HQ-SAM generator needs the embedding's early encoder features (interm): encode the "
+                             "image with the HQ-SAM model")
+        grid = encoded.features.shape[-2:]
+        hq_features = decoder.hq_features(encoded.features, encoded.interm)
+        tokens_per_prompt = int(grid[0] * grid[1]) * int(encoded.features.shape[1])
+        decoder_chunk = self.decoder_chunk or max(1, CHUNK_ELEMENTS // tokens_per_prompt)
+        ious, indices, logits = [], [], []
+        for start in range(0, sparse.shape[0], decoder_chunk):
+            part = slice(start, start + decoder_chunk)
+            tokens, image_tokens = decoder.attend(encoded.features, image_pe, sparse[part],
+                                                  dense[part] if dense.shape[0] > 1 else dense, image_key=shared)
+            iou, choice = decoder.select(decoder.predict_iou(tokens), True)
+            iou = iou.flatten().float()
+            index = self._passing(iou)
+            if len(index):
+                logits.append(decoder.hq_masks(tokens, image_tokens, grid, hq_features, choice, self.hq_token_only,
+                                               index=index)[:, 0].float())
+            ious.append(iou)
+            indices.append(index + start)
+        if not logits:
+            logits.append(torch.zeros(0, 4 * grid[0], 4 * grid[1], device=encoded.features.device))
+        return torch.cat(ious), torch.cat(indices), torch.cat(logits)
+
     def _passing(self, iou: torch.Tensor) -> torch.Tensor:
         if self.pred_iou_thresh > 0.0:
             return torch.nonzero(iou > self.pred_iou_thresh).flatten()
         return torch.arange(len(iou), device=iou.device)
 
     def _process_batch(self, encoded: EncodedImage, points: np.ndarray, crop_box: list[int],
-                       size: tuple[int, int]) -> GeneratedMasks:
+                       size: tuple[int, int], shared: _CropKey | None = None) -> GeneratedMasks:
         # Candidates are (point, mask) pairs in the official order: point-major.
-        iou, index, low_res = self._decode(encoded, points)
+        iou, index, low_res = self._decode(encoded, points, shared)
         k = len(iou) // max(len(points), 1)
         if index.numel() == 0:
             return GeneratedMasks.empty(size)
@@ -401,31 +444,32 @@ class SamAutomaticMaskGenerator:
         return data.select(keep)
 
 
+class _CropKey:
+    """Names one crop's (embedding, no-mask prompt) pair for the decoder's caches: a fresh object per crop, equal
+    only to itself, so a later crop (or image) can never match it."""
+
+    __slots__ = ()
+
+
 def cached_embedder(model: torch.nn.Module, cache: Any) -> Callable[[np.ndarray], EncodedImage]:
     """An `embed` function that looks crops up in an EmbeddingCache before running the encoder.
 
-    Keys are those of the `sam.encoder` node (node id, model fingerprint, pixels), so an embedding computed by a
+    Keys are those of the `sam.encoder` node (node id, model family and fingerprint, pixels), so an embedding computed by a
     graph, or by an earlier run with an on-disk cache, is reused, and one computed here serves them in turn.
     """
-    from samflow.engine.cache import content_key
     from samflow.engine.types import Image, ImageEmbedding
-    from samflow.models.sam.checkpoint import model_fingerprint
+    from samflow.predict.embeddings import attach, encoder_cache_key, to_payload
 
     predictor = SamPredictor(model)
-    fingerprint = model_fingerprint(model)
 
     def embed(crop: np.ndarray) -> EncodedImage:
         image = Image(np.ascontiguousarray(crop))
-        key = content_key("sam.encoder", fingerprint, image)
+        key = encoder_cache_key(model, image)
         entry = cache.get(key)
         if entry is not None and isinstance(entry.get("embedding"), ImageEmbedding):
-            found = entry["embedding"]
-            features = found.features.to(device=predictor.device, dtype=model.dtype)
-            return EncodedImage(features, tuple(found.original_size), tuple(found.input_size))
+            return EncodedImage.of(attach(entry["embedding"], model))
         encoded = predictor.encode(image.data)
-        cache.put(key, {"embedding": ImageEmbedding(encoded.features, encoded.original_size, encoded.input_size,
-                                                    model_key=fingerprint, image_hash=image.content_hash,
-                                                    model=model)})
+        cache.put(key, {"embedding": to_payload(encoded, model, image)})
         return encoded
 
     return embed

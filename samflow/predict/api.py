@@ -45,12 +45,16 @@ def segment(image: Any, points: Any = None, point_labels: Any = None, boxes: Any
     objects) with point_labels 1 (foreground, the default) / 0 (background); boxes: [x0, y0, x1, y1] or (N, 4);
     text: a description, or N of them (needs samflow.predict.text; else TextPromptsUnavailable). Parts given once
     apply to every object. model: a preset ("tiny", "vit_b"...), a SamConfig (with `checkpoint`), or a Sam.
+    dtype: None / "float32" (exact), "bfloat16", or "auto" (bfloat16 where the device runs it faster).
     multimask: three candidate masks per object (None: only for a single click, as SAM advises); the result's
     `masks` holds the best of each. mask_input: an earlier Segmentation (or low-res logits) to refine.
+    Points must lie in the image (boundary included); boxes are clipped to it, and a box wholly outside it or
+    without width or height is refused (InputError), as are more than the documented counts
+    (samflow.predict.prompts).
     """
     segmenter = segmenter or default_segmenter()
     picture = as_image(image)
-    prompts = Prompts.build(points, point_labels, boxes, text, mask_input)
+    prompts = Prompts.build(points, point_labels, boxes, text, mask_input).fit(picture.size)
     sam = segmenter.model(model, checkpoint=checkpoint, device=device, dtype=dtype)
     prediction = segmenter.predict(sam, picture, prompts, multimask=multimask)
     return Segmentation.from_prediction(prediction, picture.data)

@@ -17,6 +17,7 @@ from samflow.models.sam.sam import Sam
 from samflow.ops.arrays import finite_array
 from samflow.ops.image import to_rgb_uint8
 from samflow.ops.transforms import ResizeLongestSide
+from samflow.predict.prompts import fit_to_image
 
 # Prompts are post-processed to full resolution in chunks of this many, so a large batch stays in bounded memory.
 POSTPROCESS_CHUNK = 2
@@ -27,22 +28,34 @@ class EncodedImage:
     """An image embedding with the sizes needed to map prompts and masks.
 
     features: (1, C, h, w) on the model's device; original_size: (H, W) of the user's image; input_size: (h, w)
-    after resizing the longest side to the model's image_size (before padding).
+    after resizing the longest side to the model's image_size (before padding). interm: HQ-SAM only, the early
+    encoder features its decoder fuses (1, h, w, C') channels-last. family: the model family that made it ("sam",
+    "mobile_sam", "sam_hq"; None: unknown, not checked); a predictor refuses an embedding of another family.
     """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    interm: torch.Tensor | None = None
+    family: str | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.features.numel() * self.features.element_size()
+        extra = 0 if self.interm is None else self.interm.numel() * self.interm.element_size()
+        return self.features.numel() * self.features.element_size() + extra
+
+    @classmethod
+    def of(cls, embedding: object) -> EncodedImage:
+        """The EncodedImage of anything shaped like one (e.g. the graph's ImageEmbedding payload)."""
+        return cls(embedding.features, tuple(embedding.original_size), tuple(embedding.input_size),  # type: ignore
+                   getattr(embedding, "interm", None), getattr(embedding, "family", None))
 
 
 class SamPredictor:
     def __init__(self, sam_model: Sam) -> None:
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self._fitted = False  # True while `predict` calls `predict_torch` with prompts it has already fitted
         self.reset_image()
 
     # --- images -------------------------------------------------------------------------------------------------
@@ -80,7 +93,7 @@ class SamPredictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         pixels = transformed_image.to(self.model.dtype)
-        self.features = self.model.image_encoder(self.model.preprocess(pixels))
+        self.features, self.interm_features = self.model.encode_image(self.model.preprocess(pixels))
         self.is_image_set = True
 
     def encode(self, image: object, image_format: str = "RGB") -> EncodedImage:
@@ -97,10 +110,11 @@ class SamPredictor:
         for start in range(0, len(prepared), step):
             chunk = prepared[start : start + step]
             pixels = torch.cat([self.model.preprocess(t.to(self.model.dtype)) for t, _ in chunk], dim=0)
-            features = self.model.image_encoder(pixels)
-            for (tensor, original), feat in zip(chunk, features):
+            features, interms = self.model.encode_image(pixels)
+            for i, ((tensor, original), feat) in enumerate(zip(chunk, features)):
                 input_size = (int(tensor.shape[-2]), int(tensor.shape[-1]))
-                encoded.append(EncodedImage(feat[None], original, input_size))
+                interm = None if interms is None else interms[i : i + 1]
+                encoded.append(EncodedImage(feat[None], original, input_size, interm, self.model.family))
         return encoded
 
     def set_images(self, images: list[object], image_format: str = "RGB",
@@ -118,15 +132,22 @@ class SamPredictor:
         expected = (1, self.model.prompt_encoder.embed_dim, *grid)
         if tuple(encoded.features.shape) != expected:
             raise InputError(f"embedding has shape {tuple(encoded.features.shape)}; this model expects {expected}")
+        check_family(encoded.family, self.model)
+        if self.model.config.hq and encoded.interm is None:
+            raise InputError("this HQ-SAM model needs the embedding's early encoder features (interm), which it "
+                             "lacks: encode the image with the HQ-SAM model itself")
         self.reset_image()
         self.features = encoded.features.to(self.device)
+        if self.model.config.hq:
+            self.interm_features = encoded.interm.to(self.device)
         self.original_size = tuple(encoded.original_size)
         self.input_size = tuple(encoded.input_size)
         self.is_image_set = True
 
     def get_encoded(self) -> EncodedImage:
         self._require_image()
-        return EncodedImage(self.features, self.original_size, self.input_size)
+        return EncodedImage(self.features, self.original_size, self.input_size, self.interm_features,
+                            self.model.family)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image embedding, (1, C, h, w)."""
@@ -136,6 +157,7 @@ class SamPredictor:
     def reset_image(self) -> None:
         self.is_image_set = False
         self.features = None
+        self.interm_features = None  # HQ-SAM: the early encoder features (1, h, w, C')
         self.orig_h = self.orig_w = self.input_h = self.input_w = None
         self.original_size = None
         self.input_size = None
@@ -148,20 +170,26 @@ class SamPredictor:
 
     def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
                 box: np.ndarray | None = None, mask_input: np.ndarray | None = None, multimask_output: bool = True,
-                return_logits: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                return_logits: bool = False, hq_token_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for prompts on the current image, in original-image pixel coordinates.
 
         point_coords (P, 2) with point_labels (P,) (1 foreground, 0 background, -1 padding); box (4,) XYXY;
-        mask_input (1, 4h, 4w) low-res logits from a previous call. Returns masks (K, H, W), scores (K,), low-res
+        mask_input (1, 4h, 4w) low-res logits from a previous call. Points must lie in the image ([0, W] x [0, H]);
+        boxes are clipped to it, and refused when they lie wholly outside it or have no width or height
+        (samflow.predict.prompts.fit_to_image). Returns masks (K, H, W), scores (K,), low-res
         logits (K, 4h, 4w), K = 3 with multimask_output else 1 — as the official predictor.
         Batched: point_coords (N, P, 2) / point_labels (N, P), box (N, 4), mask_input (N, 1, 4h, 4w) decode N
         prompts in one call and return (N, K, H, W), (N, K), (N, K, 4h, 4w). A batch of 1 broadcasts.
+        HQ-SAM models, as the reference HQ predictor: K = 1 either way (with multimask_output, the best of the three
+        SAM masks plus the HQ token's mask; `hq_token_only`: the HQ token's mask alone).
         """
         self._require_image()
         coords, labels, batched_points = self._check_points(point_coords, point_labels)
         boxes, batched_boxes = self._check_boxes(box)
         masks_in, batched_masks = self._check_mask_input(mask_input)
         batched = batched_points or batched_boxes or batched_masks
+        _batch_size(coords, boxes, masks_in)
+        coords, boxes = fit_to_image(coords, boxes, self.original_size, labels=labels)
 
         coords_t = labels_t = boxes_t = masks_t = None
         if coords is not None:
@@ -175,8 +203,12 @@ class SamPredictor:
             masks_t = torch.as_tensor(masks_in, dtype=torch.float, device=self.device)
         coords_t, labels_t, boxes_t, masks_t = _broadcast_batch(coords_t, labels_t, boxes_t, masks_t)
 
-        masks, iou, low_res = self.predict_torch(coords_t, labels_t, boxes_t, masks_t, multimask_output,
-                                                 return_logits)
+        self._fitted = True
+        try:
+            masks, iou, low_res = self.predict_torch(coords_t, labels_t, boxes_t, masks_t, multimask_output,
+                                                     return_logits, hq_token_only=hq_token_only)
+        finally:
+            self._fitted = False
         masks_np = masks.float().cpu().numpy() if return_logits else masks.cpu().numpy()
         iou_np, low_np = iou.float().cpu().numpy(), low_res.float().cpu().numpy()
         if not batched:
@@ -186,14 +218,17 @@ class SamPredictor:
     @torch.no_grad()
     def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                       boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
-                      multimask_output: bool = True,
-                      return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      multimask_output: bool = True, return_logits: bool = False,
+                      hq_token_only: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Official batched interface: inputs already in the resized frame, with batch dimension B.
 
         point_coords (B, P, 2), point_labels (B, P), boxes (B, 4), mask_input (B, 1, 4h, 4w). Returns masks
-        (B, K, H, W), IoU predictions (B, K), low-res logits (B, K, 4h, 4w).
+        (B, K, H, W), IoU predictions (B, K), low-res logits (B, K, 4h, 4w). The prompt rule of `predict` holds in
+        this frame: points in [0, w] x [0, h] of `input_size`, boxes clipped to it.
         """
         self._require_image()
+        if not self._fitted:
+            boxes = self._fit_input_frame(point_coords, point_labels, boxes)
         points = (point_coords, point_labels) if point_coords is not None else None
         model = self.model
         sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
@@ -203,6 +238,7 @@ class SamPredictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
+            **hq_arguments(model, self.interm_features, hq_token_only),
         )
         chunks = []
         for start in range(0, low_res.shape[0], POSTPROCESS_CHUNK):
@@ -212,6 +248,20 @@ class SamPredictor:
         return torch.cat(chunks, dim=0), iou, low_res
 
     # --- checks -------------------------------------------------------------------------------------------------
+
+    def _fit_input_frame(self, coords: torch.Tensor | None, labels: torch.Tensor | None,
+                         boxes: torch.Tensor | None) -> torch.Tensor | None:
+        """`fit_to_image` in predict_torch's frame (the resized image before padding); the boxes, clipped."""
+        if coords is None and boxes is None:
+            return boxes
+        c = None if coords is None else coords.detach().float().cpu().numpy()
+        lab = None if labels is None else labels.detach().cpu().numpy()
+        b = None if boxes is None else boxes.detach().float().cpu().numpy()
+        _, clipped = fit_to_image(c, b, self.input_size, labels=lab,
+                                  frame="input frame (predict_torch takes coordinates after transform.apply_coords)")
+        if boxes is None:
+            return None
+        return torch.as_tensor(clipped, dtype=boxes.dtype, device=boxes.device).reshape(boxes.shape)
 
     def _check_points(self, coords: object, labels: object) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
         if coords is None:
@@ -241,10 +291,7 @@ class SamPredictor:
             b = b[None]
         if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
             raise InputError(f"box must have shape (4,) or (N, 4) as XYXY; got {np.shape(box)}")
-        bad = np.nonzero((b[:, 0] > b[:, 2]) | (b[:, 1] > b[:, 3]))[0]
-        if bad.size:
-            raise InputError(f"box {bad[0]} is {b[bad[0]].tolist()}: expected x0 <= x1 and y0 <= y1 (XYXY)")
-        return b, b.shape[0] > 1
+        return b, b.shape[0] > 1  # the order and the image are checked by fit_to_image
 
     def _check_mask_input(self, mask_input: object) -> tuple[np.ndarray | None, bool]:
         if mask_input is None:
@@ -259,11 +306,34 @@ class SamPredictor:
                          f"(low-res logits); got {m.shape}")
 
 
-def _broadcast_batch(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """Give every prompt tensor the same batch size; a batch of 1 is repeated, any other mismatch is an error."""
-    sizes = {t.shape[0] for t in tensors if t is not None}
+def check_family(family: str | None, model: Sam) -> None:
+    """InputError when an embedding of `family` (None: unknown) is given to a model of another family: the shapes
+    of SAM, MobileSAM and HQ-SAM embeddings agree but their encoders differ, so a mix decodes noise."""
+    if family is not None and family != model.family:
+        raise InputError(f"this embedding was made by a {family} model; this {model.family} model cannot decode it "
+                         f"(embeddings are decoded only by their own family: encode the image with this model)")
+
+
+def hq_arguments(model: Sam, interm: torch.Tensor | None, hq_token_only: bool) -> dict[str, object]:
+    """The extra mask-decoder arguments of an HQ-SAM model ({} for the others; hq_token_only there is an error)."""
+    if model.config.hq:
+        return {"hq_token_only": hq_token_only, "interm_embeddings": interm}
+    if hq_token_only:
+        raise InputError(f"hq_token_only applies to HQ-SAM models only; this is a {model.family} model")
+    return {}
+
+
+def _batch_size(*arrays: np.ndarray | torch.Tensor | None) -> int:
+    """The common batch size of prompt arrays (a batch of 1 broadcasts); InputError when they disagree."""
+    sizes = {int(a.shape[0]) for a in arrays if a is not None}
     n = max(sizes, default=1)
     if sizes - {1, n}:
         raise InputError(f"prompt batch sizes disagree: {sorted(sizes)} (points, boxes and masks must have the "
                          "same N, or 1)")
+    return n
+
+
+def _broadcast_batch(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Give every prompt tensor the same batch size; a batch of 1 is repeated, any other mismatch is an error."""
+    n = _batch_size(*tensors)
     return tuple(t.expand(n, *t.shape[1:]) if t is not None and t.shape[0] != n else t for t in tensors)

@@ -13,18 +13,19 @@ import logging
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from samflow.devices import resolve_device
-from samflow.engine.cache import EmbeddingCache, content_key
+from samflow.devices import resolve_device, resolve_dtype
+from samflow.engine.cache import EmbeddingCache
 from samflow.engine.types import Image, ImageEmbedding
 from samflow.errors import InputError
-from samflow.models.sam import Sam, SamConfig, build_sam, model_fingerprint
+from samflow.models.sam import Sam, SamConfig, build_sam
 from samflow.pool import ModelPool, default_model_pool
+from samflow.predict.embeddings import attach, encoder_cache_key, to_payload
 from samflow.predict.predictor import POSTPROCESS_CHUNK, EncodedImage, SamPredictor
 from samflow.predict.prompts import Prompts
 from samflow.predict.textprompt import text_prompt_tokens
@@ -82,10 +83,11 @@ class Segmenter:
         if isinstance(model, Sam):
             return model
         device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)  # "auto" -> what this device runs fastest
         spec = model if isinstance(model, str) else model.model_dump_json()
         checkpoint = str(Path(checkpoint).resolve()) if checkpoint else None
         # The same key as the sam.encoder node, so graphs and the API share one loaded model.
-        key = ("sam", spec, checkpoint, device, dtype or "float32")
+        key = ("sam", spec, checkpoint, device, dtype)
 
         def load() -> Sam:
             if checkpoint and not Path(checkpoint).is_file():
@@ -102,7 +104,7 @@ class Segmenter:
 
     def embed_status(self, model: Sam, image: Image) -> tuple[ImageEmbedding, bool]:
         """`embed`, and whether this call ran the encoder (False: it came from the cache)."""
-        key = content_key(ENCODER_KEY, model_fingerprint(model), image)
+        key = encoder_cache_key(model, image)
         with self._encode_locks[zlib.crc32(key.encode()) % _LOCK_STRIPES]:
             entry = self.cache.get(key)
             if entry is not None and isinstance(entry.get("embedding"), ImageEmbedding):
@@ -110,8 +112,7 @@ class Segmenter:
                 return _attach(entry["embedding"], model), False
             started = time.perf_counter()
             encoded = SamPredictor(model).encode(image.data)
-            embedding = ImageEmbedding(encoded.features, encoded.original_size, encoded.input_size,
-                                       model_key=model_fingerprint(model), image_hash=image.content_hash, model=model)
+            embedding = to_payload(encoded, model, image)
             self.cache.put(key, {"embedding": embedding})
             seconds = time.perf_counter() - started
             self._count(encodes=1, encode_seconds=seconds)
@@ -123,14 +124,17 @@ class Segmenter:
     def predict(self, model: Sam, image: Image | ImageEmbedding, prompts: Prompts,
                 multimask: bool | None = None) -> Prediction:
         """Masks for `prompts` on `image` (embedded first when needed). multimask None: three masks for a single
-        click, one otherwise (SAM's advice)."""
+        click, one otherwise (SAM's advice). The prompts go through the one rule (`Prompts.fit`): a point outside
+        the image or a box wholly outside it is an InputError, boxes are clipped; `Prediction.prompts` holds them
+        as used."""
+        # The prompt rule before any encoder run: points inside the image, boxes clipped to it.
+        prompts = prompts.fit(tuple(image.original_size) if isinstance(image, ImageEmbedding) else image.size)
         embedding = image if isinstance(image, ImageEmbedding) else self.embed(model, image)
         if multimask is None:
             multimask = prompts.single_click
         started = time.perf_counter()
         predictor = SamPredictor(model)  # per call: a predictor holds state, calls may run at once
-        predictor.set_image_embedding(EncodedImage(embedding.features, tuple(embedding.original_size),
-                                                   tuple(embedding.input_size)))
+        predictor.set_image_embedding(EncodedImage.of(embedding))  # refuses another family's embedding
         if prompts.texts is None:
             masks, scores, logits = predictor.predict(prompts.coords, prompts.labels, prompts.boxes,
                                                       prompts.mask_input, multimask_output=multimask)
@@ -150,10 +154,7 @@ class Segmenter:
 
 def _attach(embedding: ImageEmbedding, model: Sam) -> ImageEmbedding:
     """An embedding read from a disk cache comes back on the CPU without its model: give both back."""
-    if embedding.model is model and embedding.features.device == model.device:
-        return embedding
-    features = embedding.features.to(device=model.device, dtype=model.dtype)
-    return replace(embedding, features=features, model=model)
+    return attach(embedding, model)
 
 
 @torch.no_grad()

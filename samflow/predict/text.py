@@ -189,13 +189,17 @@ class TextSamPredictor(SamPredictor):
     def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                       boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,
                       multimask_output: bool = True, return_logits: bool = False,
-                      text_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      text_tokens: torch.Tensor | None = None, hq_token_only: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As `SamPredictor.predict_torch`, plus `text_tokens` (B, T, C) appended to the sparse prompt tokens."""
         if text_tokens is None and self._text is not None:
             text_tokens = self._text["tokens"]
         if text_tokens is None:
             return super().predict_torch(point_coords, point_labels, boxes, mask_input, multimask_output,
-                                         return_logits)
+                                         return_logits, hq_token_only=hq_token_only)
+        if self.model.family != "sam" or hq_token_only:
+            raise InputError(f"text prompt tokens go into the original SAM decoder; this is a {self.model.family} "
+                             "model (and hq_token_only is HQ-SAM's)")
         self._require_image()
         model = self.model
         points = (point_coords, point_labels) if point_coords is not None else None

@@ -11,9 +11,12 @@ How a run goes:
    (`ActorPoolStrategy`), each holding one started job: its models and its scheduler, so embeddings are shared
    inside a worker as in-process.
 3. Workers send back each item's file bytes; the driver writes them atomically and records the item once. A worker
-   that dies is replaced by Ray and its batch retried; an item that fails (a corrupt image) is an
-   error record. The manifest (`OUT/run.json` for graphs, `OUT/summary.json` for the data engine) accounts for
-   every input once: ok, failed, skipped (done before), or pending (the run stopped first; rerun to finish).
+   that dies is replaced by Ray and its batch retried; an input that killed its worker `max_crashes` (2) times is
+   recorded as failed ("worker crashed 2 times on this input") and the run goes on; an item that fails (a
+   corrupt image) is an error record. The manifest (`OUT/run.json` for graphs, `OUT/summary.json` for the data
+   engine) accounts for every input of the folder once, earlier runs' included: ok, failed, skipped (done
+   before), or pending (the run stopped first; rerun to finish). An item id whose outputs were made from other
+   inputs (a shifted glob) is not reused: the item gets a new one (`records`).
 
 Outputs are written by the driver, so OUT only needs to be reachable from it; inputs must be readable by every
 worker (a shared folder, or an object store URI).
@@ -46,7 +49,7 @@ __all__ = ["ClusterError", "DistributedReport", "RayOptions", "annotate", "execu
 def run(graph: Graph | str | Path, dataset: Any, out: str | Path, *, address: str | None = None, workers: int | None = None,
         gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, batch_size: int = 8,
         progress: bool | None = None, cache_bytes: int | None = None, graph_source: str | None = None,
-        init_args: Mapping[str, Any] | None = None,
+        max_crashes: int = 2, init_args: Mapping[str, Any] | None = None,
         remote_args: Mapping[str, Any] | None = None) -> DistributedReport:
     """Run `graph` (a Graph, or a YAML file) once per item of `dataset` on Ray, writing `out/<item>/` as
     `samflow run` does, plus `out/run.json`.
@@ -63,7 +66,8 @@ def run(graph: Graph | str | Path, dataset: Any, out: str | Path, *, address: st
     items = _items_of(graph, dataset)
     options = RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker,
                          cpus_per_worker=cpus_per_worker, batch_size=batch_size,
-                         progress=progress, init_args=dict(init_args or {}), remote_args=dict(remote_args or {}))
+                         progress=progress, max_crashes=max_crashes, init_args=dict(init_args or {}),
+                         remote_args=dict(remote_args or {}))
     return execute(GraphJob(graph, graph_source, cache_bytes), items, out, options)
 
 
@@ -71,7 +75,7 @@ def annotate(images: str | Path | Sequence[str | Path], out: str | Path, *, mode
              checkpoint: str | Path | None = None, device: str | None = None, preview: bool = False,
              cache: str | Path | None = None, address: str | None = None, workers: int | None = None,
              gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, batch_size: int = 8,
-             progress: bool | None = None, init_args: Mapping[str, Any] | None = None,
+             progress: bool | None = None, max_crashes: int = 2, init_args: Mapping[str, Any] | None = None,
              remote_args: Mapping[str, Any] | None = None, **amg_params: Any) -> DistributedReport:
     """`samflow annotate` on Ray: one SA-1B JSON per image in `out` (the same bytes as in-process with equal
     torch threads), `out/image_ids.json`, and `out/summary.json` (the in-process fields plus per-item records).
@@ -91,7 +95,8 @@ def annotate(images: str | Path | Sequence[str | Path], out: str | Path, *, mode
                       device=device, preview=preview, cache_dir=str(cache) if cache else None)
     options = RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker,
                          cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress,
-                         init_args=dict(init_args or {}), remote_args=dict(remote_args or {}))
+                         max_crashes=max_crashes, init_args=dict(init_args or {}),
+                         remote_args=dict(remote_args or {}))
     return execute(job, plan_images(specs, out), out, options)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from samflow.errors import InputError, SamflowError
 from samflow.fileio import write_atomic
-from samflow.scale import sources
+from samflow.scale import records, sources
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,23 @@ class Job(ABC):
         """An item's inputs as workers get them: local paths made absolute (workers do not share the driver's
         working directory); URIs as they are."""
         return {name: _absolute(path) for name, path in inputs.items()}
+
+    def clean(self, out: Path) -> None:
+        """Remove what an interrupted run left in `out` (staging folders, temporaries), before a run starts."""
+        records.remove_leftovers(out)
+
+    def known_items(self, out: Path) -> dict[str, dict[str, str] | None]:
+        """The items `out` holds or has planned, from the disk: id -> recorded inputs (None: unknown)."""
+        return {}
+
+    def settle(self, items: list[tuple[str, dict[str, str]]], known: Mapping[str, Any], out: Path
+               ) -> list[tuple[str, dict[str, str]]]:
+        """`items` with ids that never take another input's results in `out` (see `records.settle_items`)."""
+        return items
+
+    def item_files(self, item_id: str, inputs: Mapping[str, str]) -> list[tuple[str, bytes]]:
+        """Files the driver commits with an item's outputs (e.g. the record of its inputs)."""
+        return []
 
     def error_text(self, exc: Exception) -> str:
         """The message an item's failure is recorded with (as the in-process engine records it)."""
@@ -130,8 +147,18 @@ class GraphJob(Job):
     def is_done(self, out: Path, item_id: str) -> bool:
         return (out / item_id).is_dir()
 
+    def known_items(self, out: Path) -> dict[str, dict[str, str] | None]:
+        return records.scan_items(out)
+
+    def settle(self, items: list[tuple[str, dict[str, str]]], known: Mapping[str, Any], out: Path
+               ) -> list[tuple[str, dict[str, str]]]:
+        return records.settle_items(items, known, out)
+
+    def item_files(self, item_id: str, inputs: Mapping[str, str]) -> list[tuple[str, bytes]]:
+        return [(records.ITEM_RECORD, records.item_record(item_id, inputs))]  # as `samflow run` writes it
+
     def commit(self, out: Path, item_id: str, files: list[tuple[str, bytes]]) -> None:
-        staging = out / f".{item_id}.partial"
+        staging = records.staging_dir(out, item_id)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         for name, data in files:
@@ -201,7 +228,21 @@ class AnnotateJob(Job):
         return f"{type(exc).__name__}: {exc}"  # as `samflow annotate` records failures
 
     def is_done(self, out: Path, item_id: str) -> bool:
-        return (out / f"{item_id}.json").is_file()
+        from samflow.scale.annotate import is_done
+
+        return is_done(out, item_id)
+
+    def clean(self, out: Path) -> None:
+        from samflow.scale.annotate import PREVIEWS
+
+        records.remove_leftovers(out, (PREVIEWS,))
+
+    def known_items(self, out: Path) -> dict[str, dict[str, str] | None]:
+        from samflow.scale.annotate import read_image_ids
+
+        # Stems were settled when the images were planned (`ray_plan.plan_images`, as in-process).
+        return {stem: None if source is None else {"image": source, "image_id": str(image_id)}
+                for stem, (image_id, source) in read_image_ids(out).items()}
 
     def commit(self, out: Path, item_id: str, files: list[tuple[str, bytes]]) -> None:
         for name, data in files:
@@ -209,11 +250,10 @@ class AnnotateJob(Job):
 
     def manifest_extra(self, report: Any) -> dict[str, Any]:
         """The fields of the in-process summary.json, so readers of either engine's summary find them."""
-        counts = report.counts()
-        masks = sum(item.get("masks", 0) for item in report.items if item["status"] == "ok")
+        from samflow.scale.annotate import summary_fields
+
+        fields = summary_fields(report.items, report.earlier)
+        fields.pop("items")
         busy = max(report.seconds - report.cluster_seconds, 1e-9)
-        return {"images": len(report.items), "skipped": counts["skipped"], "annotated": counts["ok"],
-                "failed": [{"file": item["inputs"]["image"], "error": item["error"]}
-                           for item in report.items if item["status"] == "failed"],
-                "masks": masks, "model": self.model, "checkpoint": self.checkpoint, "params": self.params,
-                "masks_per_second": round(masks / busy, 3)}
+        return {**fields, "model": self.model, "checkpoint": self.checkpoint, "params": self.params,
+                "masks_per_second": round(fields["masks"] / busy, 3)}

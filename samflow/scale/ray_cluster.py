@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +38,16 @@ def cluster(options: RayOptions) -> Iterator[float]:
     if options.address is not None:
         kwargs["address"] = options.address
     started = time.perf_counter()
+    handler = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ClusterError(f"cannot start or join the Ray cluster ({options.address or 'local'}): {exc}") from exc
+    finally:
+        # ray.init installs its own SIGTERM handler (sys.exit) in the driver; a caller's (the commands': stop
+        # cleanly, write the manifest, say so) is put back.
+        if callable(handler):
+            signal.signal(signal.SIGTERM, handler)
     seconds = time.perf_counter() - started
     log.info("ray cluster %s ready in %.1f s: %s", options.address or "(local)", seconds,
              ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU")))

@@ -22,7 +22,9 @@ class RayOptions:
     gpus_per_worker / cpus_per_worker: resources of each actor (fractions share a GPU); a worker runs torch with
     int(cpus_per_worker) threads (at least 1).
     batch_size: items per `map_batches` call, also the unit retried when a worker dies (Ray Data replaces a
-    dead actor and retries its batch, without limit by default).
+    dead actor and retries its batch).
+    max_crashes: worker deaths an input may cause (a segfault, the OOM killer) before it is recorded as failed
+    ("worker crashed N times on this input") instead of being retried again; the rest of the run goes on.
     progress: Ray's progress output and samflow's progress lines (None: Ray's default).
     init_args: extra `ray.init` arguments when this run starts or joins the cluster (e.g. num_cpus,
     object_store_memory). remote_args: extra actor options (runtime_env, resources, accelerator_type, ...).
@@ -33,6 +35,7 @@ class RayOptions:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     batch_size: int = 8
+    max_crashes: int = 2
     progress: bool | None = None
     progress_every: float = 10.0
     init_args: dict[str, Any] = field(default_factory=dict)
@@ -43,5 +46,7 @@ class RayOptions:
             raise InputError(f"workers must be at least 1, got {self.workers}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_crashes < 1:
+            raise InputError(f"max_crashes must be at least 1, got {self.max_crashes}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise InputError("gpus_per_worker and cpus_per_worker must not be negative")

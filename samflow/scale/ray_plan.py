@@ -18,10 +18,11 @@ Item = tuple[str, dict[str, str]]
 
 def plan_images(specs: Sequence[str | Path], out: str | Path) -> list[Item]:
     """(stem, {image, image_id}) per image, as `samflow annotate` lists them: local files deduplicated and sorted
-    as the command does, then URIs; ids from (and added to) `out/image_ids.json`."""
+    as the command does, then URIs; stems and ids from (and added to) `out/image_ids.json`, so a stem recorded
+    for another file is not reused (`annotate.assign_images`)."""
     from samflow.ops.image import IMAGE_SUFFIXES
-    from samflow.scale.annotate import image_ids
-    from samflow.scale.runner import expand_paths, unique_stems
+    from samflow.scale.annotate import assign_images
+    from samflow.scale.runner import expand_paths
 
     local = [spec for spec in specs if not sources.is_uri(spec)]
     remote = [str(spec) for spec in specs if sources.is_uri(spec)]
@@ -31,9 +32,8 @@ def plan_images(specs: Sequence[str | Path], out: str | Path) -> list[Item]:
     if not paths:
         raise InputError(f"no images found in {' '.join(str(spec) for spec in specs)}")
     Path(out).mkdir(parents=True, exist_ok=True)
-    stems = unique_stems(paths, fallback="image")
-    ids = image_ids(Path(out), stems)
-    return [(stem, {"image": path, "image_id": str(image_id)}) for stem, path, image_id in zip(stems, paths, ids)]
+    return [(stem, {"image": path, "image_id": str(image_id)})
+            for (stem, image_id), path in zip(assign_images(Path(out), paths), paths)]
 
 
 def plan_items(graph: Graph, specs: Mapping[str, str | Path]) -> list[Item]:

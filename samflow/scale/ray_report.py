@@ -8,17 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from samflow.fileio import write_json_atomic
+from samflow.scale import records
 from samflow.scale.jobs import Job
 from samflow.scale.ray_options import RayOptions
 
 
 @dataclass
 class DistributedReport:
-    """What a run did: per-item records in input order, the workers' summed counters, timings (`seconds` in all,
+    """What a run did: per-item records in input order (`earlier`: the folder's other items, from earlier runs,
+    not among these inputs), the workers' summed counters, timings (`seconds` in all,
     `cluster_seconds` to start or join the cluster, `first_result_seconds` from then to the first item back: the
     workers' start, model loading included)."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
+    earlier: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     cluster_seconds: float = 0.0
@@ -29,10 +32,8 @@ class DistributedReport:
         return [item for item in self.items if item["status"] == "failed"]
 
     def counts(self) -> dict[str, int]:
-        counts = {"ok": 0, "failed": 0, "skipped": 0, "pending": 0}
-        for item in self.items:
-            counts[item["status"]] += 1
-        return counts
+        """This run's items by status."""
+        return records.count(self.items)
 
     def summary(self) -> dict[str, Any]:
         """Throughput over the processing time (the cluster's start excluded): images/s, masks/s, failures."""
@@ -48,14 +49,15 @@ class DistributedReport:
 
 
 def write_manifest(path: Path, job: Job, report: DistributedReport, options: RayOptions) -> None:
-    """The run's manifest at `path`, written atomically: the job's own fields, counts, summary, the Ray options,
-    per-node and worker counters, and every item's record."""
+    """The run's manifest at `path`, written atomically: the job's own fields, counts (the whole folder), summary
+    (this run), the Ray options, per-node and worker counters, and the record of every item of the folder."""
     stats = dict(report.stats)
     nodes = {name: {**node, "seconds": round(node.get("seconds", 0.0), 6)}
              for name, node in stats.pop("nodes", {}).items()}
     manifest = {**job.manifest_extra(report), "engine": "ray", "seconds": round(report.seconds, 6),
-                "counts": report.counts(), "summary": report.summary(),
+                "counts": records.count(report.items + report.earlier), "summary": report.summary(),
                 "ray": {"address": options.address, "workers": options.workers, "batch_size": options.batch_size,
+                        "max_crashes": options.max_crashes,
                         "gpus_per_worker": options.gpus_per_worker, "cpus_per_worker": options.cpus_per_worker},
-                **({"nodes": nodes} if nodes else {}), **stats, "items": report.items}
+                **({"nodes": nodes} if nodes else {}), **stats, "items": report.items + report.earlier}
     write_json_atomic(path, manifest)

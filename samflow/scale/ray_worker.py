@@ -6,7 +6,14 @@ written by the driver), `outputs` (the names the manifest lists) and `stats` (in
 since its previous batch, on the batch's last row). A failing item is a row, never an exception: one corrupt image
 must not fail a batch, let alone the job.
 
-This module does not import Ray, so it is tested (and usable) without it.
+An input that kills its worker process (a segfault, the OOM killer: no exception to catch) would be retried by
+Ray Data on a fresh actor for ever. So each worker tells a `CrashLedger` (one small actor per run) when it starts
+and ends an item: an item started and never ended was being processed when its worker died. Once an input has
+done that `limit` times, the worker that gets it again records it as failed ("worker crashed N times on this
+input") instead of running it, and the batch, and the run, go on.
+
+This module does not import Ray (but for the ledger's client, `RemoteGuard`), so it is tested (and usable)
+without it.
 """
 
 from __future__ import annotations
@@ -16,19 +23,14 @@ import logging
 import os
 import socket
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
-from samflow.errors import InputError, SamflowError
+from samflow.errors import SamflowError
 from samflow.scale.jobs import Job
 
 log = logging.getLogger(__name__)
-
-#: Test hook, read by the driver and handed to the workers: "N:MARKER" makes the first worker that reaches its
-#: N-th batch while MARKER does not exist create MARKER and exit at once, as a killed worker would.
-FAULT_ENV = "SAMFLOW_TEST_KILL_WORKER"
 
 RESULT_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -44,10 +46,67 @@ RESULT_SCHEMA = pa.schema([
 ])
 
 
+class Guard(Protocol):
+    """What a worker asks before and tells after each item (`CrashLedger`, or `RemoteGuard` to one on Ray)."""
+
+    def begin(self, item_id: str, worker: str) -> str | None:
+        """None to run the item; else the error it is recorded with instead of being run."""
+
+    def end(self, item_id: str) -> None:
+        """The item is over (done or failed): its worker did not die on it."""
+
+
+class CrashLedger:
+    """Per input, how many times a worker process died on it: an item begun and not ended when it begins again
+    was being processed when its worker died (a batch is retried only after its worker was lost). After `limit`
+    such deaths the input is refused (recorded as failed) rather than retried."""
+
+    def __init__(self, limit: int = 2) -> None:
+        self.limit = limit
+        self._open: dict[str, str] = {}
+        self._deaths: dict[str, list[str]] = {}
+
+    def begin(self, item_id: str, worker: str) -> str | None:
+        previous = self._open.pop(item_id, None)
+        if previous is not None:
+            self._deaths.setdefault(item_id, []).append(previous)
+        deaths = self._deaths.get(item_id, [])
+        if len(deaths) >= self.limit:
+            return (f"worker crashed {len(deaths)} times on this input (its process died: {', '.join(deaths)}); "
+                    "left out so that the run could finish")
+        self._open[item_id] = worker
+        return None
+
+    def end(self, item_id: str) -> None:
+        self._open.pop(item_id, None)
+
+    def crashes(self) -> dict[str, int]:
+        """Worker deaths per input so far (those that died once and then passed included)."""
+        return {item_id: len(deaths) for item_id, deaths in self._deaths.items()}
+
+
+class RemoteGuard:
+    """A worker's client of the run's `CrashLedger` actor; waits for each answer, so that what a worker said
+    before it died has reached the ledger."""
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+
+    def begin(self, item_id: str, worker: str) -> str | None:
+        import ray
+
+        return ray.get(self.ledger.begin.remote(item_id, worker))
+
+    def end(self, item_id: str) -> None:
+        import ray
+
+        ray.get(self.ledger.end.remote(item_id))
+
+
 class BatchWorker:
     """Holds one started job (its models, its scheduler) for the actor's life and maps batches through it."""
 
-    def __init__(self, job: Job, fault: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, job: Job, threads: int | None = None, guard: Guard | None = None) -> None:
         if threads is not None:
             import torch
 
@@ -55,8 +114,7 @@ class BatchWorker:
             # an in-process run must match to give byte-identical files.
             torch.set_num_threads(threads)
         self.job = job
-        self.fault = _parse_fault(fault)
-        self.batches = 0
+        self.guard = guard
         self.where = f"{socket.gethostname()}:{os.getpid()}"
         started = time.perf_counter()
         job.start()
@@ -64,8 +122,6 @@ class BatchWorker:
         self._last_stats: dict[str, Any] = {}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        self.batches += 1
-        self._maybe_die()
         rows = [self._run(item_id, json.loads(inputs))
                 for item_id, inputs in zip(batch.column("id").to_pylist(), batch.column("inputs").to_pylist())]
         if rows:
@@ -77,6 +133,17 @@ class BatchWorker:
     def _run(self, item_id: str, inputs: dict[str, str]) -> dict[str, Any]:
         row: dict[str, Any] = {"id": item_id, "worker": self.where, "error": None, "masks": 0, "names": [],
                                "blobs": [], "outputs": [], "stats": None}
+        refused = self.guard.begin(item_id, self.where) if self.guard is not None else None
+        if refused is not None:
+            log.warning("item %s: %s", item_id, refused)
+            return {**row, "status": "failed", "error": refused, "seconds": 0.0}
+        try:
+            return self._process(item_id, inputs, row)
+        finally:  # not reached when the process dies: that is what the ledger counts
+            if self.guard is not None:
+                self.guard.end(item_id)
+
+    def _process(self, item_id: str, inputs: dict[str, str], row: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             result = self.job.process(item_id, inputs)
@@ -91,16 +158,6 @@ class BatchWorker:
         return {**row, "status": "ok", "seconds": time.perf_counter() - started, "masks": result.masks,
                 "names": [name for name, _ in result.files], "blobs": [data for _, data in result.files],
                 "outputs": result.outputs}
-
-    def _maybe_die(self) -> None:
-        if self.fault is None:
-            return
-        count, marker = self.fault
-        if self.batches >= count and not marker.exists():
-            marker.write_text(f"{self.where} died on its batch {self.batches}\n")
-            log.warning("test hook %s: worker %s exits on its batch %d", FAULT_ENV, self.where, self.batches)
-            os._exit(1)  # no clean-up, no exception: what a killed process looks like to Ray
-
 
 def stats_delta(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
     """current - previous for every number in nested dicts; other values are taken from `current`."""
@@ -125,12 +182,3 @@ def stats_add(total: dict[str, Any], delta: dict[str, Any]) -> None:
             total[key] = total.get(key, 0) + value
         else:
             total.setdefault(key, value)
-
-
-def _parse_fault(spec: str | None) -> tuple[int, Path] | None:
-    if not spec:
-        return None
-    count, sep, marker = spec.partition(":")
-    if not sep or not count.isdigit() or not marker:
-        raise InputError(f"{FAULT_ENV} must be N:MARKER_FILE, got {spec!r}")
-    return int(count), Path(marker)

@@ -9,22 +9,14 @@ from __future__ import annotations
 import fnmatch
 import glob
 import logging
-import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from samflow.errors import InputError
+from samflow.scale.records import is_uri
 from samflow.scale.runner import expand_paths
 
 log = logging.getLogger(__name__)
-
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_uri(spec: str | Path) -> bool:
-    """True for `scheme://...` (read through pyarrow); False for local paths, including Windows drive letters."""
-    return isinstance(spec, str) and bool(_SCHEME.match(spec))
-
 
 def list_files(spec: str | Path, suffixes: set[str] | None = None) -> list[str]:
     """The files a spec names, sorted: a file, a folder's files (filtered by suffix, hidden ones left out) or a glob.

@@ -316,7 +316,10 @@ def shrunk(name: str) -> SamConfig:
                         "encoder_depth": 2, "encoder_global_attn_indexes": (1,), "image_size": 512})
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(PRESETS) if n != "tiny"])  # tiny: the command's test below
+SAM_PRESETS = [n for n in sorted(PRESETS) if PRESETS[n].family == "sam" and n != "tiny"]  # tiny: the command's test
+
+
+@pytest.mark.parametrize("name", SAM_PRESETS)
 def test_every_preset_exports(name, tmp_path):
     torch.manual_seed(0)
     model = build_sam(shrunk(name))
@@ -326,6 +329,14 @@ def test_every_preset_exports(name, tmp_path):
     assert result.encoder.max_relative_difference < TOL
     record = json.loads((tmp_path / "export.json").read_text())
     assert record["image_size"] == 512 and record["embedding_size"] == 32 and record["low_res_mask_size"] == 128
+
+
+@pytest.mark.parametrize("name", ["mobile_sam", "sam_hq_vit_b"])
+def test_other_families_are_refused_by_name(name, tmp_path):
+    config = SamConfig(**{**PRESETS[name].model_dump(), "image_size": 256})
+    with pytest.raises(ExportError, match=r"original SAM models .* this is a (MobileSAM|HQ-SAM) model"):
+        export_onnx(build_sam(config), tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written
 
 
 def test_decoder_at_the_official_64x64_grid(tmp_path):

@@ -40,7 +40,7 @@ def test_boxes_from_params_and_file(ctx, tmp_path):
     assert BoxPrompt({"boxes": [[1, 2, 3, 4]]}).run(ctx)["boxes"].xyxy.tolist() == [[1, 2, 3, 4]]
     (tmp_path / "b.json").write_text(json.dumps([[0, 0, 5, 5], [1, 1, 2, 2]]))
     assert len(BoxPrompt({"file": str(tmp_path / "b.json")}).run(ctx)["boxes"]) == 2
-    with pytest.raises(ValidationError, match="not x0 <= x1"):
+    with pytest.raises(ValidationError, match="negative width: expected x0 < x1"):
         BoxPrompt({"boxes": [[5, 0, 1, 4]]})
     with pytest.raises(InputError, match="cannot read boxes file"):
         BoxPrompt({"file": str(tmp_path / "missing.json")}).run(ctx)

@@ -93,7 +93,10 @@ class ImageEmbedding(Payload):
     `features: float (1, C, h, w)` on the model's device; `original_size` (H, W) of the image; `input_size` (h, w)
     of the resized image inside the encoder's square input; `model_key`: fingerprint of the weights that made it;
     `image_hash`: `Image.content_hash` of its image. `model` refers to the model object itself so a decoder can
-    use the very weights that made it; it is never serialised.
+    use the very weights that made it; it is never serialised. `family`: the model family that made it ("sam",
+    "mobile_sam", "sam_hq"; None: unknown): decoders refuse an embedding of another family than theirs (the
+    shapes agree, the encoders do not). `interm`: HQ-SAM only, the early encoder features its decoder fuses,
+    float (1, h, w, C') channels-last, on the model's device.
     """
 
     features: torch.Tensor
@@ -102,21 +105,28 @@ class ImageEmbedding(Payload):
     model_key: str
     image_hash: str
     model: Any = field(default=None, repr=False)
+    family: str | None = None
+    interm: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
-        return int(self.features.numel() * self.features.element_size())
+        extra = 0 if self.interm is None else self.interm.numel() * self.interm.element_size()
+        return int(self.features.numel() * self.features.element_size() + extra)
 
     def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         meta = {"original_size": list(self.original_size), "input_size": list(self.input_size),
-                "model_key": self.model_key, "image_hash": self.image_hash}
-        return {"features": self.features}, meta
+                "model_key": self.model_key, "image_hash": self.image_hash, "family": self.family}
+        tensors = {"features": self.features}
+        if self.interm is not None:
+            tensors["interm"] = self.interm
+        return tensors, meta
 
     @classmethod
     def from_state(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> ImageEmbedding:
         return cls(features=tensors["features"], original_size=tuple(meta["original_size"]),
-                   input_size=tuple(meta["input_size"]), model_key=meta["model_key"], image_hash=meta["image_hash"])
+                   input_size=tuple(meta["input_size"]), model_key=meta["model_key"], image_hash=meta["image_hash"],
+                   family=meta.get("family"), interm=tensors.get("interm"))
 
     def to_record(self) -> dict[str, Any]:
         return {"type": self.type_name, "shape": list(self.features.shape), "model_key": self.model_key,
-                "image_hash": self.image_hash}
+                "image_hash": self.image_hash, "family": self.family}

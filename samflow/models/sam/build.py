@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from samflow.devices import resolve_dtype
 from samflow.errors import CheckpointError
 from samflow.models.sam.checkpoint import (
     config_from_metadata,
@@ -18,11 +20,25 @@ from samflow.models.sam.checkpoint import (
 from samflow.models.sam.config import PRESETS, SamConfig
 from samflow.models.sam.sam import Sam
 
+if TYPE_CHECKING:
+    from samflow.models.sam2.model import Sam2
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 # Presets whose weights ship inside the package (trained by samflow itself; see recipes/).
 SHIPPED_WEIGHTS = {"tiny": WEIGHTS_DIR / "sam_tiny.safetensors"}
+# Members of the SAM family in packages of their own, which import this one: reached by module name on first use
+# (a static import back would be an import circle). Each has `claims(name_or_config, state)` and `build(...)`.
+FAMILY_MODULES = ("samflow.models.sam2.build",)
+
+
+def _other_family(name_or_config: object, state: dict[str, torch.Tensor] | None = None) -> Any:
+    for module in FAMILY_MODULES:
+        family = importlib.import_module(module)
+        if family.claims(name_or_config, state):
+            return family
+    return None
 
 
 def resolve_config(name_or_config: str | SamConfig | dict[str, Any] | None) -> SamConfig | None:
@@ -40,15 +56,23 @@ def resolve_config(name_or_config: str | SamConfig | dict[str, Any] | None) -> S
 
 def build_sam(name_or_config: str | SamConfig | dict[str, Any] | None = None, checkpoint: str | Path | None = None,
               device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
-              compile: bool | str = False) -> Sam:
+              compile: bool | str = False) -> Sam | Sam2:
     """Build SAM in eval mode.
 
     name_or_config: "vit_b", "vit_l", "vit_h", "tiny", a SamConfig, a dict of SamConfig fields, or None to take the
     size from the checkpoint. checkpoint: an official .pth, a .safetensors (samflow's or converted), or a Hugging
     Face SAM state dict; without one, "tiny" loads its shipped weights and the other presets get random weights.
-    dtype: e.g. torch.bfloat16 (or "bfloat16") for GPUs. compile: True (inductor) or a torch.compile backend name
-    compiles the image encoder and mask decoder in place (parameter names are unchanged); worth it on GPUs.
+    dtype: None or "float32" (the default: exact), "bfloat16" (or torch.bfloat16; on GPUs, and on CPUs with AMX or
+    AVX512-BF16: the encoder's products and attention in bfloat16, its residual sums and normalisations in fp32),
+    "float16", or "auto": bfloat16 where the device runs it faster, else float32 (`samflow.devices.resolve_dtype`).
+    compile: True (inductor) or a torch.compile backend name compiles the image encoder and mask decoder in place
+    (parameter names are unchanged); worth it on GPUs.
+    SAM 2 ("sam2.1_hiera_tiny", "_small", "_base_plus", "_large", "sam2_hiera_*"; a Sam2Config; a SAM 2
+    checkpoint) builds a `samflow.models.sam2.Sam2` (see `build_sam2`).
     """
+    family = _other_family(name_or_config)
+    if family is not None:
+        return family.build(name_or_config, checkpoint=checkpoint, device=device, dtype=dtype, compile=compile)
     config = resolve_config(name_or_config)
     if checkpoint is None and isinstance(name_or_config, str) and name_or_config in SHIPPED_WEIGHTS:
         shipped = SHIPPED_WEIGHTS[name_or_config]
@@ -59,6 +83,10 @@ def build_sam(name_or_config: str | SamConfig | dict[str, Any] | None = None, ch
     state = None
     if checkpoint is not None:
         state, metadata = read_state_dict(checkpoint)
+        family = _other_family(name_or_config, state)
+        if family is not None:
+            return family.build(name_or_config, checkpoint=checkpoint, state=(state, metadata), device=device,
+                                dtype=dtype, compile=compile)
         if config is None:
             config = config_from_metadata(metadata) or config_from_state_dict(state)
     if config is None:
@@ -70,9 +98,7 @@ def build_sam(name_or_config: str | SamConfig | dict[str, Any] | None = None, ch
     if state is not None:
         load_into(model, state, checkpoint)
     model.eval()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    model = model.to(device=device, dtype=dtype)
+    model = model.to(device=device, dtype=getattr(torch, resolve_dtype(dtype, device or "cpu")))
     if compile:
         backend = "inductor" if compile is True else compile
         model.image_encoder.compile(backend=backend)

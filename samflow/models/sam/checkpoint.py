@@ -77,13 +77,78 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return state, metadata
 
 
+# The keys only HQ-SAM's decoder has, and the unused classifier of MobileSAM's TinyViT (optional on load).
+HQ_KEYS = ("mask_decoder.hf_token", "mask_decoder.hf_mlp", "mask_decoder.compress_vit_feat",
+           "mask_decoder.embedding_encoder", "mask_decoder.embedding_maskfeature")
+TINY_VIT_HEAD_KEYS = ("image_encoder.head.weight", "image_encoder.head.bias", "image_encoder.norm_head.weight",
+                      "image_encoder.norm_head.bias")
+
+
+def has_hq_keys(state: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith(HQ_KEYS) for k in state)
+
+
+def has_tiny_vit_keys(state: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith("image_encoder.layers.") for k in state)
+
+
 def config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
-    """Infer the model sizes that a SAM state dict was made for."""
+    """Infer the model (family and sizes) that a SAM, MobileSAM or HQ-SAM state dict was made for."""
+    if has_tiny_vit_keys(state):
+        fields = _tiny_vit_fields(state)
+    else:
+        fields = _vit_fields(state)
+    prompt_dim = state.get("prompt_encoder.no_mask_embed.weight")
+    if prompt_dim is not None:
+        fields["prompt_embed_dim"] = prompt_dim.shape[1]
+    if has_hq_keys(state):
+        fields["hq"] = True
+    try:
+        config = SamConfig(**fields)
+    except ValueError as exc:
+        raise CheckpointError(f"not a SAM checkpoint: inconsistent sizes {fields}: {exc}") from None
+    vit = state.get("mask_decoder.compress_vit_feat.0.weight")
+    if vit is not None and vit.shape[0] != config.interm_dim:
+        raise CheckpointError(f"not an HQ-SAM checkpoint: its decoder fuses early features of width {vit.shape[0]} "
+                              f"but its encoder's are {config.interm_dim} wide")
+    return config
+
+
+def _tiny_vit_fields(state: dict[str, torch.Tensor]) -> dict:
+    def get(key: str) -> torch.Tensor:
+        try:
+            return state[f"image_encoder.{key}"]
+        except KeyError:
+            raise CheckpointError(f"not a MobileSAM checkpoint: TinyViT keys without image_encoder.{key}") from None
+
+    dims = [get("patch_embed.seq.2.c.weight").shape[0]]
+    depths, heads, windows = [], [2], [7]  # stage 0 is convolutional: no heads or windows
+    for i in range(4):
+        ids = {int(m.group(1)) for k in state if (m := re.match(rf"image_encoder\.layers\.{i}\.blocks\.(\d+)\.", k))}
+        depths.append(len(ids))
+        if i:
+            biases = get(f"layers.{i}.blocks.0.attn.attention_biases")
+            dims.append(get(f"layers.{i}.blocks.0.attn.norm.weight").shape[0])
+            heads.append(biases.shape[0])
+            windows.append(round(biases.shape[1] ** 0.5))
+    fields: dict = dict(encoder="tiny_vit", tiny_vit_embed_dims=tuple(dims), tiny_vit_depths=tuple(depths),
+                        tiny_vit_num_heads=tuple(heads), tiny_vit_window_sizes=tuple(windows))
+    mlp = state.get("image_encoder.layers.1.blocks.0.mlp.fc1.weight")
+    if mlp is not None:
+        fields["encoder_mlp_ratio"] = mlp.shape[0] / dims[1]
+    head = state.get("image_encoder.head.weight")
+    if head is not None:
+        fields["tiny_vit_num_classes"] = head.shape[0]
+    return fields
+
+
+def _vit_fields(state: dict[str, torch.Tensor]) -> dict:
     try:
         pos = state["image_encoder.pos_embed"]
         patch = state["image_encoder.patch_embed.proj.weight"]
     except KeyError:
-        raise CheckpointError("not a SAM checkpoint: no image_encoder.pos_embed / patch_embed keys") from None
+        raise CheckpointError("not a SAM checkpoint: no image_encoder.pos_embed / patch_embed keys (nor "
+                              "MobileSAM's image_encoder.layers)") from None
     block_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))})
     depth = len(block_ids)
     grid, embed_dim, patch_size = pos.shape[1], pos.shape[-1], patch.shape[-1]
@@ -104,18 +169,19 @@ def config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
     mlp = state.get("image_encoder.blocks.0.mlp.lin1.weight")
     if mlp is not None:
         fields["encoder_mlp_ratio"] = mlp.shape[0] / embed_dim
-    prompt_dim = state.get("prompt_encoder.no_mask_embed.weight")
-    if prompt_dim is not None:
-        fields["prompt_embed_dim"] = prompt_dim.shape[1]
-    try:
-        return SamConfig(**fields)
-    except ValueError as exc:
-        raise CheckpointError(f"not a SAM checkpoint: inconsistent sizes {fields}: {exc}") from None
+    return fields
+
+
+def _size_keys(config: SamConfig) -> tuple[str, ...]:
+    """The fields that tell models of one family apart (those a checkpoint shows)."""
+    if config.encoder == "tiny_vit":
+        return ("tiny_vit_embed_dims", "tiny_vit_depths", "image_size")
+    return ("encoder_embed_dim", "encoder_depth", "encoder_global_attn_indexes", "image_size")
 
 
 def preset_name(config: SamConfig) -> str | None:
-    """The preset whose encoder sizes match `config`, if any."""
-    keys = ("encoder_embed_dim", "encoder_depth", "encoder_global_attn_indexes", "image_size")
+    """The preset whose family and encoder sizes match `config`, if any."""
+    keys = ("encoder", "hq", *_size_keys(config))
     for name, preset in PRESETS.items():
         if all(getattr(preset, k) == getattr(config, k) for k in keys):
             return name
@@ -132,27 +198,72 @@ def _brief(keys: list[str], limit: int = 5) -> str:
     return shown + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Strictly load `state` into `model`, explaining size mismatches and listing wrong keys briefly."""
-    config: SamConfig = model.config  # type: ignore[assignment]
+def _family_of_state(state: dict[str, torch.Tensor]) -> tuple[str, bool] | None:
+    """(encoder kind, HQ) a state dict shows, or None when it shows no image encoder."""
+    if has_tiny_vit_keys(state):
+        return "tiny_vit", has_hq_keys(state)
     if "image_encoder.pos_embed" in state:
+        return "vit", has_hq_keys(state)
+    return None
+
+
+def _family_mismatch(state: dict[str, torch.Tensor], config: SamConfig, source: str | Path) -> str | None:
+    """Why a checkpoint of one family cannot load into a model of another, or None."""
+    shown = _family_of_state(state)
+    if shown is None or shown == (config.encoder, config.hq):
+        return None
+    encoder, hq = shown
+    try:
         found = config_from_state_dict(state)
-        want = ("encoder_embed_dim", "encoder_depth", "encoder_global_attn_indexes", "image_size")
-        if any(getattr(found, k) != getattr(config, k) for k in want):
+        name = preset_name(found)
+    except CheckpointError:
+        found, name = None, None
+    what = {("tiny_vit", False): "a MobileSAM checkpoint", ("tiny_vit", True): "a Light HQ-SAM checkpoint",
+            ("vit", True): "an HQ-SAM checkpoint", ("vit", False): "a plain SAM checkpoint"}[shown]
+    if name:
+        what += f" ({name})"
+    clues = []
+    if encoder != config.encoder:
+        clues.append("a TinyViT image encoder (image_encoder.layers.* keys)" if encoder == "tiny_vit"
+                     else "a ViT image encoder (image_encoder.blocks.* keys)")
+    if hq and not config.hq:
+        clues.append("HQ-SAM keys present (" + ", ".join(k.split(".", 1)[1] for k in HQ_KEYS) + ")")
+    elif config.hq and not hq:
+        clues.append("no HQ-SAM keys (mask_decoder.hf_token, hf_mlp, compress_vit_feat, ...)")
+    build = f"build_sam({name!r}, checkpoint=...)" if name else "a model of its family"
+    model_name = preset_name(config)
+    family = {"sam": "SAM", "mobile_sam": "MobileSAM", "sam_hq": "HQ-SAM"}[config.family]
+    return (f"checkpoint {source} has {' and '.join(clues)}: this is {what}; the model being built is {family} "
+            f"with {describe_config(config) if model_name else config.describe()}. Build it with {build} "
+            f"(or pass no name: build_sam(checkpoint=...) infers the family and size)")
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Strictly load `state` into `model`, explaining family and size mismatches and listing wrong keys briefly."""
+    config: SamConfig = model.config  # type: ignore[assignment]
+    expected = model.state_dict()
+    if config.encoder == "tiny_vit" and not any(k in state for k in TINY_VIT_HEAD_KEYS):
+        # MobileSAM's unused ImageNet classifier: checkpoints re-saved without it load (the model keeps its own).
+        state = {**state, **{k: expected[k] for k in TINY_VIT_HEAD_KEYS if k in expected}}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys: {_brief(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {_brief(unexpected)}")
+    mismatch = _family_mismatch(state, config, source)
+    if mismatch:
+        raise CheckpointError(mismatch + (" [" + "; ".join(parts) + "]" if parts else ""))
+    if _family_of_state(state) is not None:
+        found = config_from_state_dict(state)
+        if any(getattr(found, k) != getattr(config, k) for k in _size_keys(config)):
             raise CheckpointError(
                 f"checkpoint {source} has {describe_config(found)}; the model being built has "
                 f"{describe_config(config)}. Build the model with the checkpoint's size (or pass no size: "
                 f"build_sam(checkpoint=...) infers it)."
             )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_brief(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_brief(unexpected)}")
+    if parts:
         raise CheckpointError(f"checkpoint {source} does not fit a SAM model: " + "; ".join(parts))
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
              if state[k].shape != v.shape]
@@ -168,7 +279,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, dtype: torch.dtype | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
-    metadata = {CONFIG_METADATA_KEY: model.config.model_dump_json(), **(extra_metadata or {})}
+    metadata = {CONFIG_METADATA_KEY: model.config.identity_json(), **(extra_metadata or {})}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
@@ -191,7 +302,7 @@ def model_fingerprint(model: nn.Module) -> str:
     digest = hashlib.blake2b(digest_size=16)
     config = getattr(model, "config", None)
     if config is not None:
-        digest.update(config.model_dump_json().encode())
+        digest.update(config.identity_json().encode())
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(str(value.dtype).encode())

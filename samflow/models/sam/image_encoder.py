@@ -124,8 +124,16 @@ class Block(nn.Module):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + (self._windowed_attention(self.norm1(x)) if self.window_size else self.attn(self.norm1(x)))
-        return x + self.mlp(self.norm2(x))
+        low = self.norm1.weight.dtype
+        if x.dtype == low:
+            x = x + (self._windowed_attention(self.norm1(x)) if self.window_size else self.attn(self.norm1(x)))
+            return x + self.mlp(self.norm2(x))
+        # Reduced-precision weights (bfloat16) with an fp32 residual stream: the layer norms' statistics and the
+        # residual sums stay in fp32 (in bf16 they would lose the small updates of every block); the matmuls,
+        # the attention and GELU run in the weights' precision (with fp32 accumulation inside the kernels).
+        h = _fp32_norm(self.norm1, x).to(low)
+        x = x + (self._windowed_attention(h) if self.window_size else self.attn(h))
+        return x + self.mlp(_fp32_norm(self.norm2, x).to(low))
 
     def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -152,6 +160,11 @@ class Block(nn.Module):
         for rows, cols in _window_pieces(h, w, s):
             _as_windows(result, rows, cols, s).copy_(out[:, rows[0], : rows[1], cols[0], : cols[1]])
         return self.attn.proj(result.view(b, h, w, c))
+
+
+def _fp32_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` computed in fp32 whatever the precision of its weights."""
+    return F.layer_norm(x.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps)
 
 
 def _window_pieces(h: int, w: int, s: int) -> list[tuple[tuple[slice, int], tuple[slice, int]]]:
@@ -198,9 +211,21 @@ class ImageEncoderViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the weights' dtype. With fp32 weights everything runs in fp32 (or as autocast says). With
+        reduced-precision weights (bfloat16, float16) the tokens between blocks, the layer norms and the neck's
+        normalisations are fp32 and the products run in the weights' precision; the embedding comes out in the
+        weights' dtype."""
+        low = self.patch_embed.proj.weight.dtype
         x = self.patch_embed(x)
+        if low != torch.float32:
+            x = x.float()  # the residual stream
         if self.pos_embed is not None:
             x = x + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        x = x.permute(0, 3, 1, 2)
+        if low == torch.float32:
+            return self.neck(x)
+        conv1, norm1, conv2, norm2 = self.neck
+        x = norm1(conv1(x.to(low)).float())
+        return norm2(conv2(x.to(low)).float()).to(low)

@@ -42,6 +42,7 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+        self._source: tuple[Hashable, torch.Tensor] | None = None
 
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
@@ -69,10 +70,17 @@ class MaskDecoder(nn.Module):
     # prompt but upscales masks only for those that pass its IoU threshold.
 
     def attend(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
-               dense_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two-way transformer: output tokens (B, T, C) and image tokens (B, h*w, C)."""
+               dense_prompt_embeddings: torch.Tensor,
+               image_key: Hashable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer: output tokens (B, T, C) and image tokens (B, h*w, C).
+
+        `image_key`: the caller's name for this (image embedding, no-mask dense embedding) pair, equal across the
+        calls that share them (e.g. the batches of one automatic-mask crop); by default one is derived from the
+        embedding's identity when it can be (see `_image_key`). Under a key, the prompt-free work (the dense
+        embedding's sum, the first layer's image-side projections) is done once.
+        """
         batch = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        output_tokens = self.output_token_weights()
         output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1).to(sparse_prompt_embeddings.dtype)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
 
@@ -82,8 +90,14 @@ class MaskDecoder(nn.Module):
             raise ValueError(
                 f"image_embeddings has batch {image_embeddings.shape[0]}; expected 1 (shared) or {batch} (per prompt)"
             )
-        src = image_embeddings + dense_prompt_embeddings  # batch 1 when both are shared: the first layer is too
-        image_key = self._image_key(image_embeddings, dense_prompt_embeddings)
+        if image_key is None:
+            image_key = self._image_key(image_embeddings, dense_prompt_embeddings)
+        elif torch.is_grad_enabled() or image_embeddings.shape[0] != 1 or dense_prompt_embeddings.shape[0] != 1:
+            image_key = None
+        if image_key is None:
+            src = image_embeddings + dense_prompt_embeddings  # batch 1 when both are shared: the first layer is too
+        else:
+            src = self._shared_source(image_key, image_embeddings, dense_prompt_embeddings)
         step = PROMPT_CHUNK if not torch.is_grad_enabled() and common.cache_blocked(tokens) else batch
         if batch <= step:
             return self.transformer(src, image_pe, tokens, image_key=image_key)
@@ -91,6 +105,14 @@ class MaskDecoder(nn.Module):
         outs = [self.transformer(src if src.shape[0] == 1 else src[i : i + step], image_pe, tokens[i : i + step],
                                  image_key=image_key) for i in range(0, batch, step)]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def output_token_weights(self) -> torch.Tensor:
+        """The learned output tokens put before the prompt tokens: IoU token, mask tokens (T, C)."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+
+    def outputs_per_prompt(self, multimask_output: bool) -> int:
+        """K, the masks `forward` returns per prompt."""
+        return self.num_multimask_outputs if multimask_output else 1
 
     def _image_key(self, image_embeddings: torch.Tensor, dense: torch.Tensor) -> Hashable | None:
         """Identity of (image embedding, dense prompt) when both are shared by all prompts, else None.
@@ -104,6 +126,19 @@ class MaskDecoder(nn.Module):
         if dense.stride(-1) != 0 or dense.stride(-2) != 0 or image_embeddings.is_inference():
             return None
         return _Identity(image_embeddings, tuple(dense[0, :, 0, 0].tolist()))
+
+    def _shared_source(self, image_key: Hashable, image_embeddings: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """image_embeddings + dense for a shared image, kept for the last key, laid out channels-last (the
+        transformer reads it as contiguous (1, h*w, C) tokens)."""
+        cached = self._source
+        if cached is not None and cached[0] == image_key:
+            return cached[1]
+        b, c, h, w = image_embeddings.shape
+        tokens = torch.empty(b, h, w, c, dtype=image_embeddings.dtype, device=image_embeddings.device)
+        src = tokens.permute(0, 3, 1, 2)
+        torch.add(image_embeddings, dense, out=src)
+        self._source = (image_key, src)
+        return src
 
     def predict_iou(self, tokens_out: torch.Tensor) -> torch.Tensor:
         """IoU predictions (B, num_mask_tokens) from the transformer's output tokens."""

@@ -117,13 +117,17 @@ def shared_by_prompts(keys: torch.Tensor, queries: torch.Tensor) -> bool:
 
 
 def image_to_tokens(attn: Attention, image: torch.Tensor, image_weight: torch.Tensor | None,
-                    query_bias: torch.Tensor | None, tokens_pe: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """`attn(image queries, tokens_pe, tokens)` for many queries (1 or B, N, .) over a few tokens (B, T, C).
+                    query_bias: torch.Tensor | None, tokens_pe: torch.Tensor, tokens: torch.Tensor,
+                    residual: torch.Tensor | None = None) -> torch.Tensor:
+    """`attn(image queries, tokens_pe, tokens)` for many queries (1 or B, N, .) over a few tokens (B, T, C), plus
+    `residual` (1 or B, N, C) when given (summed inside the last matmul: no separate pass over N x C).
 
     The image queries are `image @ image_weight + query_bias` (image_weight None: `image` is already projected).
     Every head's keys are laid out block-diagonally, so all scores come from one matmul of width heads*T (with the
     query projection folded in when image_weight is given), laid out (heads, T, N) so the softmax over T runs
-    along contiguous N; the values are pushed through the output projection before they are mixed.
+    along contiguous N; the values are pushed through the output projection before they are mixed, and its bias
+    is spread over them (each head's probabilities sum to one over its T tokens, so every image token gets the
+    bias once).
     """
     b, t, _ = tokens.shape
     heads = attn.num_heads
@@ -135,6 +139,8 @@ def image_to_tokens(attn: Attention, image: torch.Tensor, image_weight: torch.Te
     v = attn.v_proj(tokens).view(b, t, heads, d).transpose(1, 2)  # (B, H, T, d)
     out_weight = attn.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (H, d, C)
     values = torch.matmul(v, out_weight).reshape(b, heads * t, -1)  # (B, H*T, C)
+    if attn.out_proj.bias is not None:
+        values = values + attn.out_proj.bias / heads
     keys_in = block_keys if image_weight is None else torch.matmul(block_keys, image_weight.t())  # (B, H*T, X)
     n = image.shape[1]
     if image.shape[0] == b:
@@ -150,8 +156,9 @@ def image_to_tokens(attn: Attention, image: torch.Tensor, image_weight: torch.Te
     else:
         probs = scores.sub_(scores.amax(dim=2, keepdim=True)).exp_()
         probs = probs.div_(probs.sum(dim=2, keepdim=True)).view(b, heads * t, n)
-    out = torch.bmm(probs.transpose(1, 2), values)
-    return out.add_(attn.out_proj.bias) if attn.out_proj.bias is not None else out
+    if residual is None:
+        return torch.bmm(probs.transpose(1, 2), values)
+    return torch.baddbmm(residual, probs.transpose(1, 2), values)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -206,13 +213,11 @@ class TwoWayAttentionBlock(nn.Module):
 
         q = queries + query_pe
         if projected is not None:
-            mixed = image_to_tokens(i2t, projected[..., 2 * ci :], None, None, q, queries)
+            mixed = image_to_tokens(i2t, projected[..., 2 * ci :], None, None, q, queries, residual=keys)
         else:
             weight = fused[0][2 * ci :].t()  # (C, Ci): i2t.q_proj.weight.T
-            mixed = image_to_tokens(i2t, keys, weight, fused[1][:, 2 * ci :], q, queries)
-        # mixed first: the sum takes its contiguous layout (the first layer's keys are a permuted view).
-        keys = self.norm4(mixed + keys if torch.is_grad_enabled() else mixed.add_(keys))
-        return queries, keys
+            mixed = image_to_tokens(i2t, keys, weight, fused[1][:, 2 * ci :], q, queries, residual=keys)
+        return queries, self.norm4(mixed)
 
 
 class TwoWayTransformer(nn.Module):
@@ -269,8 +274,9 @@ class TwoWayTransformer(nn.Module):
         first = None
         if image_key is not None and keys.shape[0] == 1 and self.layers and not torch.is_grad_enabled():
             full_key = (image_key, id(constants))
-            if self._first_projection is not None and self._first_projection[0] == full_key:
-                first = self._first_projection[1]
+            cached = self._first_projection  # read once: another thread may replace it
+            if cached is not None and cached[0] == full_key:
+                first = cached[1]
             else:
                 first = project_image(keys, constants[0])
                 self._first_projection = (full_key, first)
