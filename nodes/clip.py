@@ -68,9 +68,10 @@ class ClipText(Node):
 
 class RankParams(NodeParams):
     top_k: int = Field(1, ge=1, description="keep at most this many masks")
-    threshold: float | None = Field(None, description="score a mask must reach (a cosine, or a probability in "
-                                                      "contrast mode; above 1: nothing is kept); default: the "
-                                                      "model's calibrated cosine threshold, or 0.5 in contrast mode")
+    threshold: float | None = Field(None, ge=-1, le=1,
+                                    description="score a mask must reach (a cosine, or a probability in contrast "
+                                                "mode); default: the model's calibrated cosine threshold, or 0.5 "
+                                                "in contrast mode")
     mode: Literal["auto", "cosine", "contrast"] = Field(
         "auto", description="cosine: absolute cosine threshold; contrast: text vs neutral captions (any CLIP); "
                             "auto: cosine when the model has a calibrated threshold")
