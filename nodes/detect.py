@@ -3,6 +3,8 @@
 - `detect.torchvision`: a torchvision detection model from a local weights file (nothing downloaded).
 - `detect.file`: detections saved in a COCO results (or annotations) JSON, found per image by its file name.
 - `detect.callable`: a Python function registered with `samflow.predict.detectors.register_detector`.
+- `detect.text`: an open-vocabulary detector (OWL-ViT, OWLv2, Grounding DINO) from a local Hugging Face folder: the
+  boxes of what texts name, each labelled with its text (needs transformers: `pip install "samflow[detect]"`).
 - `detect.segment`: detections -> one mask per detection in one batched decoder call (optionally refined once by
   feeding the best mask back with its box), keeping each detection's class and confidence (`InstanceMasks`).
 
@@ -17,13 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from samflow.devices import resolve_device
 from samflow.engine.context import ItemContext
 from samflow.engine.node import Input, Node, NodeParams
 from samflow.engine.registry import register
-from samflow.engine.types import Image, ImageEmbedding, MaskLogits, Masks, Scores
+from samflow.engine.types import Image, ImageEmbedding, MaskLogits, Masks, Scores, TextEmbedding
 from samflow.engine.types.detect import Detections, InstanceMasks
 from samflow.engine.types.video import Frame
 from samflow.errors import NodeError
@@ -185,6 +187,50 @@ class CallableDetector(Node):
         name = self.params.function
         found = as_detections(get_detector(name)(image.data), where=f"detector {name!r}")
         return {"detections": finish(found, self.params, image, _name_map(self.params.class_names))}
+
+
+class TextDetectParams(NodeParams):
+    detector: str = Field(description="local Hugging Face model folder (or its config.json) of a zero-shot "
+                                      "detector: OWL-ViT, OWLv2 or Grounding DINO; nothing is downloaded")
+    texts: str | list[str] | None = Field(None, description="what to find: a text or a list (each box is labelled "
+                                                            "with the text it matched); or wire the text input")
+    box_threshold: float | None = Field(None, ge=0, le=1, description="keep boxes scoring above this for a text "
+                                                                      "(default 0.1 for OWL, 0.35 for Grounding DINO)")
+    text_threshold: float | None = Field(None, ge=0, le=1, description="Grounding DINO: a token of the text must "
+                                                                       "score above this (default 0.25)")
+    max_detections: int | None = Field(100, ge=1, description="keep at most this many, best first")
+    device: str | None = Field(None, description="cpu, cuda...; default cuda when available")
+
+    @field_validator("texts")
+    @classmethod
+    def _bounded_texts(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None:
+            from samflow.predict.text_detector import check_texts
+
+            check_texts(value)
+        return value
+
+
+@register("detect.text")
+class OpenVocabularyDetector(Node):
+    """Find what texts name with an open-vocabulary detector; boxes labelled with their text (no box: none)."""
+
+    Params = TextDetectParams
+    inputs = {"image": Input(Image),
+              "text": Input(TextEmbedding, optional=True, doc="texts from clip.text (their strings are used), "
+                                                              "instead of the texts param")}
+    outputs = {"detections": Detections}
+
+    def run(self, ctx: ItemContext, image: Image, text: TextEmbedding | None = None) -> dict[str, Detections]:
+        from samflow.predict.text_detector import detect_text, get_text_detector
+
+        p = self.params
+        texts = list(text.texts) if text is not None else p.texts
+        if texts is None:
+            raise NodeError("detect.text needs texts: set the texts param or wire the text input")
+        detector = get_text_detector(p.detector, p.device, pool=ctx.models)
+        found = detect_text(detector, image, texts, p.box_threshold, p.text_threshold, p.max_detections)
+        return {"detections": found}
 
 
 class SegmentParams(NodeParams):

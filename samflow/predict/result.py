@@ -37,7 +37,8 @@ class Segmentation:
     (N, 4): XYXY boxes around the masks; labels: the text prompt of each object, or None.
     candidates bool (N, K, H, W) with candidate_scores (N, K): all K masks per object (K = 3 with multimask, the
     ambiguity-aware answers); logits float32 (N, K, 4h, 4w): low-res logits, which `segment(..., mask_input=this)`
-    takes back to refine. image: the uint8 (H, W, 3) picture segmented.
+    takes back to refine. image: the uint8 (H, W, 3) picture segmented. confidence float32 (N,) or None: how
+    sure the text route was of each object (the detector's score, or CLIP's), None for the other prompts.
     """
 
     masks: np.ndarray
@@ -49,6 +50,7 @@ class Segmentation:
     logits: np.ndarray
     image: np.ndarray
     prompts: Prompts
+    confidence: np.ndarray | None = None
 
     def __repr__(self) -> str:
         h, w = self.image.shape[:2]
@@ -71,7 +73,7 @@ class Segmentation:
     @property
     def areas(self) -> np.ndarray:
         """int64 (N,): pixels in each best mask."""
-        return self.masks.reshape(len(self), -1).sum(axis=1)
+        return self.masks.reshape(len(self), -1 if len(self) else 0).sum(axis=1)  # zero objects: (0,)
 
     def best_logits(self) -> np.ndarray:
         """float32 (N, 1, 4h, 4w): the low-res logits of each best mask (a `mask_input` for the next call)."""
@@ -84,7 +86,7 @@ class Segmentation:
 
     def to_coco(self, image_id: int = 1, category_id: int = 1, first_id: int = 1) -> list[dict[str, Any]]:
         """COCO annotations (compressed RLE, area, XYWH bbox, score), one per object; a text label is kept as
-        `label`."""
+        `label`, a text route's confidence as `confidence`."""
         segmentations = rle.encode(self.masks) if len(self) else []
         bboxes = rle.bbox(segmentations) if len(self) else np.zeros((0, 4))
         annotations = []
@@ -94,6 +96,8 @@ class Segmentation:
                    "score": float(self.scores[i])}
             if self.labels[i] is not None:
                 ann["label"] = self.labels[i]
+            if self.confidence is not None:
+                ann["confidence"] = float(self.confidence[i])
             annotations.append(ann)
         return annotations
 

@@ -1,11 +1,12 @@
 """What a graph run over HTTP may do: the service's policy, checked on the parsed graph before anything runs.
 
 - **No server files.** Params that name a file on the server (prompt files, checkpoints, weights, detection and gaze
-  files, intrinsics files, CLIP configs, text adapters: `PATH_PARAMS`, and for plugin nodes any param whose name
-  looks like a path) are refused with 403 `server_path`, naming the node and the param, without looking at the file
-  system: the answer is the same whether the file exists or not. An operator may allow folders (`allow_dirs`,
-  `samflow serve --allow-dir DIR`): a path whose resolved location is a regular file inside one is accepted (a
-  relative path is taken inside the first folder) and handed to the node as that resolved path.
+  files, intrinsics files, CLIP configs, text adapters, text detector folders: `PATH_PARAMS`, and for plugin nodes
+  any param whose name looks like a path) are refused with 403 `server_path`, naming the node and the param, without
+  looking at the file system: the answer is the same whether the file exists or not. An operator may allow folders
+  (`allow_dirs`, `samflow serve --allow-dir DIR`): a path whose resolved location is a regular file inside one is
+  accepted (a relative path is taken inside the first folder) and handed to the node as that resolved path (a text
+  detector's model folder is named by its config.json there).
 - **Only the models the operator chose.** `sam.encoder model` must be a preset name the service allows (a SamConfig
   mapping builds any model size: refused); `clip.text` takes the shipped CLIP, or other weights from an allowed
   folder; `device` params must be the service's device; `detect.torchvision model_kwargs` are refused.
@@ -54,6 +55,7 @@ PATH_PARAMS: dict[str, tuple[str, ...]] = {
     "detect.torchvision": ("weights",),
     "detect.file": ("file", "images"),
     "detect.callable": (),
+    "detect.text": ("detector",),  # a model folder: given over HTTP as its config.json (a regular file)
     "detect.segment": (),
     "gaze.points": ("file", "intrinsics"),
     "gaze.simulated": (),
@@ -64,7 +66,7 @@ PATH_PARAMS: dict[str, tuple[str, ...]] = {
 # For node types not in the table (plugins): params with names like these are taken as paths.
 PATHLIKE_NAME = re.compile(r"(^|_)(file|files|path|paths|dir|dirs|folder|checkpoint|weights|adapter|config|"
                            r"images|root|intrinsics|csv|json)(_|$)")
-DETECTORS = ("detect.torchvision", "detect.file", "detect.callable")
+DETECTORS = ("detect.torchvision", "detect.file", "detect.callable", "detect.text")
 MAX_AUTO_CROP_LAYERS = 1  # sam.auto: at most 1 + 4 encoder runs per image
 MAX_AUTO_BATCH = 64  # sam.auto points_per_batch: prompts decoded at once
 MAX_JSON_DEPTH = 16  # nesting of a graph input's or an override's JSON value
@@ -177,6 +179,10 @@ class GraphPolicy:
         elif type_id == "clip.text":
             self._check_clip(spec, updates)
             texts = [p.text] if isinstance(p.text, str) else p.text
+            if len(texts) > s.max_texts:
+                raise over_limit(f"node '{name}': texts", len(texts), s.max_texts, "max_texts")
+        elif type_id == "detect.text" and p.texts is not None:
+            texts = [p.texts] if isinstance(p.texts, str) else p.texts
             if len(texts) > s.max_texts:
                 raise over_limit(f"node '{name}': texts", len(texts), s.max_texts, "max_texts")
         elif type_id == "clip.rank":
