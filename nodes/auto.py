@@ -1,8 +1,10 @@
 """`sam.auto`: every object in an image, from a grid of point prompts (SAM's automatic mask generator).
 
-A thin adapter over samflow.predict.amg.SamAutomaticMaskGenerator. The whole-image embedding comes in on the `embedding`
-port (so it is computed once, or served from the cache, by `sam.encoder`); crop embeddings (`crop_n_layers > 0`)
-go through the same cache under the encoder's keys.
+A thin adapter over samflow.predict.amg.SamAutomaticMaskGenerator (Sam2AutomaticMaskGenerator for a SAM 2
+embedding: SAM 2's generator with these params; `min_mask_region_area` then fills holes and drops islands of the
+low-res masks, as SAM 2 does). The whole-image embedding comes in on the `embedding` port (so it is computed once,
+or served from the cache, by `sam.encoder`); crop embeddings (`crop_n_layers > 0`) go through the same cache under
+the encoder's keys.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class SamAuto(Node):
 
     def run(self, ctx: ItemContext, embedding: ImageEmbedding, image: Image) -> dict[str, Any]:
         from samflow.predict.amg import SamAutomaticMaskGenerator, cached_embedder
-        from samflow.predict.predictor import EncodedImage
+        from samflow.predict.embeddings import from_payload
 
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")
@@ -69,7 +71,7 @@ class SamAuto(Node):
                             f"{image.size}: wire both ports to the same picture")
         generator = SamAutomaticMaskGenerator(embedding.model, **self.params.model_dump(),
                                               embed=cached_embedder(embedding.model, ctx.cache))
-        encoded = EncodedImage.of(embedding)  # with HQ-SAM's early features and the family
+        encoded = from_payload(embedding)  # with the family, HQ-SAM's early features, SAM 2's high-res features
         found = generator.generate_masks(image.data, encoded)
         boxes = found.boxes.astype(np.float32)
         boxes[:, 2:] += 1  # inclusive pixel indices -> pixel edges

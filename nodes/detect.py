@@ -249,32 +249,24 @@ class SegmentDetections(Node):
     outputs = {"masks": InstanceMasks, "scores": Scores, "logits": MaskLogits}
 
     def run(self, ctx: ItemContext, embedding: ImageEmbedding, detections: Detections) -> dict[str, Any]:
-        from samflow.predict.predictor import EncodedImage, SamPredictor
+        from samflow.predict.embeddings import outputs_per_prompt, predict_sets, predictor_for
 
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")
         multimask = self.params.multimask and not self.params.refine
-        k = embedding.model.mask_decoder.outputs_per_prompt(multimask)
+        k = outputs_per_prompt(embedding.model, multimask)  # either family: SAM (and HQ, Mobile) or SAM 2
         if len(detections) == 0:  # SAM cannot decode an empty batch; nothing detected, nothing to segment
             h, w = embedding.original_size
             size = tuple(4 * s for s in embedding.features.shape[-2:])
             return _outputs(np.zeros((0, k, h, w), bool), np.zeros((0, k), np.float32),
                             np.zeros((0, k, *size), np.float32), detections)
-        predictor = SamPredictor(embedding.model)
-        predictor.set_image_embedding(EncodedImage.of(embedding))
+        predictor = predictor_for(embedding)
         boxes = detections.xyxy
-        masks, scores, logits = _batched(predictor.predict(box=boxes, multimask_output=self.params.multimask))
+        masks, scores, logits = predict_sets(predictor, None, None, boxes, None, self.params.multimask)
         if self.params.refine:
             best = MaskLogits(logits, scores).best()
-            masks, scores, logits = _batched(predictor.predict(box=boxes, mask_input=best, multimask_output=False))
+            masks, scores, logits = predict_sets(predictor, None, None, boxes, best, False)
         return _outputs(masks, scores, logits, detections)
-
-
-def _batched(result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    masks, scores, logits = result
-    if masks.ndim == 3:  # the predictor drops the batch axis for a single box
-        return masks[None], scores[None], logits[None]
-    return masks, scores, logits
 
 
 def _outputs(masks: np.ndarray, scores: np.ndarray, logits: np.ndarray, detections: Detections) -> dict[str, Any]:

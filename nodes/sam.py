@@ -1,5 +1,6 @@
 """SAM as two nodes: `sam.encoder` (image -> embedding, the expensive step) and `sam.decoder` (embedding + prompts
--> masks, cheap). Thin adapters over samflow.models.sam and SamPredictor.
+-> masks, cheap). Thin adapters over samflow.models.sam / samflow.models.sam2 and their predictors (SamPredictor,
+Sam2Predictor), for the whole family: SAM, MobileSAM, HQ-SAM and SAM 2 (images).
 
 - The encoder gets its model from the scheduler's pool (one per weights/device/dtype) and declares a cache key
   (image content + model fingerprint), so an embedding is computed once per (model, image) and reruns can skip it.
@@ -34,13 +35,21 @@ from samflow.engine.types import (
 )
 from samflow.errors import InputError, NodeError
 from samflow.models.sam.config import FAMILIES, PRESETS, SamConfig, presets_help
+from samflow.models.sam2.config import PRESETS as SAM2_PRESETS
+from samflow.models.sam2.config import Sam2Config
+from samflow.models.sam2.model import FAMILY as SAM2_FAMILY
 
-Family = Literal["sam", "mobile_sam", "sam_hq"]
-assert set(Family.__args__) == set(FAMILIES)  # type: ignore[attr-defined]
+Family = Literal["sam", "mobile_sam", "sam_hq", "sam2"]
+assert set(Family.__args__) == {*FAMILIES, SAM2_FAMILY}  # type: ignore[attr-defined]
+
+
+def _all_presets_help() -> str:
+    return f"{presets_help()}; {SAM2_FAMILY}: {', '.join(SAM2_PRESETS)}"
 
 
 class EncoderParams(NodeParams):
-    model: str | SamConfig = Field("tiny", description=f"a preset name ({presets_help()}) or SamConfig fields")
+    model: str | SamConfig | Sam2Config = Field(
+        "tiny", description=f"a preset name ({_all_presets_help()}) or SamConfig (or Sam2Config) fields")
     checkpoint: str | None = Field(None, description="weights file (.pth or .safetensors); default: shipped or random")
     device: str | None = Field(None, description="cpu, cuda, cuda:1...; default cuda when available")
     dtype: Literal["float32", "float16", "bfloat16", "auto"] | None = Field(
@@ -49,21 +58,24 @@ class EncoderParams(NodeParams):
 
     @field_validator("model")
     @classmethod
-    def _known_preset(cls, value: str | SamConfig) -> str | SamConfig:
-        if isinstance(value, str) and value not in PRESETS:
-            raise ValueError(f"unknown SAM preset {value!r}; known: {', '.join(sorted(PRESETS))} "
-                             "(or give a mapping of SamConfig fields)")
+    def _known_preset(cls, value: str | SamConfig | Sam2Config) -> str | SamConfig | Sam2Config:
+        if isinstance(value, str) and value not in PRESETS and value not in SAM2_PRESETS:
+            raise ValueError(f"unknown SAM preset {value!r}; known: {', '.join(sorted(PRESETS))}; SAM 2: "
+                             f"{', '.join(SAM2_PRESETS)} (or give a mapping of SamConfig or Sam2Config fields)")
         return value
 
 
-def _family(model: str | SamConfig) -> str:
-    return (PRESETS[model] if isinstance(model, str) else model).family
+def _family(model: str | SamConfig | Sam2Config) -> str:
+    if isinstance(model, str):
+        return (PRESETS.get(model) or SAM2_PRESETS[model]).family
+    return model.family
 
 
 @register("sam.encoder")
 class SamEncoder(Node):
     """Embed an image with a SAM-family image encoder: SAM's ViT, MobileSAM's TinyViT, HQ-SAM's ViT with its early
-    features (once per model and image; shared by every decoder of that family)."""
+    features, SAM 2's Hiera with its high-resolution features (once per model and image; shared by every decoder of
+    that family)."""
 
     Params = EncoderParams
     inputs = {"image": Input(Image)}
@@ -91,7 +103,7 @@ class SamEncoder(Node):
     @classmethod
     def output_facts(cls, params: NodeParams, port: str) -> Mapping[str, str]:
         assert isinstance(params, EncoderParams)
-        model = params.model if isinstance(params.model, str) else "SamConfig fields"
+        model = params.model if isinstance(params.model, str) else f"{type(params.model).__name__} fields"
         return {"family": _family(params.model), "model": model}
 
     @classmethod
@@ -106,11 +118,10 @@ class SamEncoder(Node):
         return encoder_cache_key(self.model(ctx), image)
 
     def run(self, ctx: ItemContext, image: Image) -> dict[str, ImageEmbedding]:
-        from samflow.predict.embeddings import to_payload
-        from samflow.predict.predictor import SamPredictor
+        from samflow.predict.embeddings import encode, to_payload
 
         model = self.model(ctx)
-        return {"embedding": to_payload(SamPredictor(model).encode(image.data), model, image)}
+        return {"embedding": to_payload(encode(model, image.data), model, image)}
 
     def restore(self, ctx: ItemContext, outputs: Mapping[str, Payload]) -> dict[str, ImageEmbedding]:
         # From disk the features come back on the CPU and without their model: put both back.
@@ -125,7 +136,7 @@ class DecoderParams(NodeParams):
     multimask: bool = Field(True, description="three masks per prompt (ambiguity) instead of one (HQ-SAM: one "
                                               "either way, the best of the three plus the HQ token's mask)")
     family: Family | None = Field(None, description="the model family this decoder is for (sam, mobile_sam, "
-                                                    "sam_hq): an embedding of another family is an error (at "
+                                                    "sam_hq, sam2): an embedding of another family is an error (at "
                                                     "validation when its encoder's model says it); default: any, "
                                                     "decoded by the model that made it")
     hq_token_only: bool = Field(False, description="HQ-SAM only: the HQ token's mask alone (default: the SAM mask "
@@ -148,7 +159,8 @@ class _Prompts:
 
 @register("sam.decoder")
 class SamDecoder(Node):
-    """Decode masks for point / box / mask prompts on an image embedding (SAM's prompt encoder + mask decoder)."""
+    """Decode masks for point / box / mask prompts on an image embedding (the prompt encoder + mask decoder of the
+    model that made it: SAM, MobileSAM, HQ-SAM or SAM 2)."""
 
     Params = DecoderParams
     inputs = {
@@ -198,11 +210,24 @@ class SamDecoder(Node):
         multimask = params.multimask
         if embedding.model is None:
             raise NodeError("the embedding carries no model; produce it with sam.encoder")
-        _check_family(embedding, params.family, params.hq_token_only)
+        family = _check_family(embedding, params.family, params.hq_token_only)
         size = tuple(embedding.original_size)
         prompts = [_prompts(inputs, size) for _, inputs in calls]
         if sum(p.n for p in prompts) == 0:  # nothing to decode (a frame without gaze, an image without detections)
             return [_no_masks(embedding, multimask) for _ in calls]
+        first = prompts[0]
+        joined = {name: None if getattr(first, name) is None else np.concatenate([getattr(p, name) for p in prompts])
+                  for name in ("coords", "labels", "boxes", "masks")}
+        if family == SAM2_FAMILY:
+            from samflow.predict.embeddings import predict_sets, predictor_for
+
+            if first.text is not None:
+                raise NodeError("the text input reaches the original SAM decoder (a sam embedding, through the prompt "
+                                "adapter); this is a sam2 embedding: prompt SAM 2 with points or boxes")
+            # per call: the predictor holds state, branches may run at once
+            masks, scores, logits = predict_sets(predictor_for(embedding), joined["coords"], joined["labels"],
+                                                 joined["boxes"], joined["masks"], multimask)
+            return _split(prompts, masks, scores, logits)
         text_tokens = _text_tokens(ctx, calls, prompts)
         if text_tokens is not None:
             from samflow.predict.text import TextSamPredictor
@@ -211,9 +236,6 @@ class SamDecoder(Node):
         else:
             predictor = SamPredictor(embedding.model)  # per call: the predictor holds state, branches may run at once
         predictor.set_image_embedding(EncodedImage.of(embedding))
-        first = prompts[0]
-        joined = {name: None if getattr(first, name) is None else np.concatenate([getattr(p, name) for p in prompts])
-                  for name in ("coords", "labels", "boxes", "masks")}
         masks, scores, logits = predictor.predict(point_coords=joined["coords"], point_labels=joined["labels"],
                                                   box=joined["boxes"], mask_input=joined["masks"],
                                                   multimask_output=multimask,
@@ -221,18 +243,24 @@ class SamDecoder(Node):
                                                   **({} if text_tokens is None else {"text_tokens": text_tokens}))
         if masks.ndim == 3:  # the predictor drops the batch axis for a single unbatched prompt
             masks, scores, logits = masks[None], scores[None], logits[None]
-        results = []
-        start = 0
-        for p in prompts:
-            part = slice(start, start + p.n)
-            start += p.n
-            results.append({"masks": Masks(masks[part], scores[part]), "scores": Scores(scores[part]),
-                            "logits": MaskLogits(logits[part], scores[part])})
-        return results
+        return _split(prompts, masks, scores, logits)
 
 
-def _check_family(embedding: ImageEmbedding, wanted: str | None, hq_token_only: bool) -> None:
-    """NodeError naming both families when an embedding meets a decoder (or a model) of another family."""
+def _split(prompts: list[_Prompts], masks: np.ndarray, scores: np.ndarray,
+           logits: np.ndarray) -> list[dict[str, Payload]]:
+    """The outputs of each fused call: its rows of the joint decoder call's masks, scores and logits."""
+    results = []
+    start = 0
+    for p in prompts:
+        part = slice(start, start + p.n)
+        start += p.n
+        results.append({"masks": Masks(masks[part], scores[part]), "scores": Scores(scores[part]),
+                        "logits": MaskLogits(logits[part], scores[part])})
+    return results
+
+
+def _check_family(embedding: ImageEmbedding, wanted: str | None, hq_token_only: bool) -> str:
+    """The embedding's family; NodeError naming both families when it meets a decoder (or a model) of another."""
     model_family = embedding.model.family
     family = embedding.family or model_family
     if family != model_family:
@@ -243,11 +271,14 @@ def _check_family(embedding: ImageEmbedding, wanted: str | None, hq_token_only: 
                         "decoder takes only embeddings of its own family")
     if hq_token_only and family != "sam_hq":
         raise NodeError(f"hq_token_only needs a sam_hq (HQ-SAM) embedding; this one is {family}")
+    return family
 
 
 def _no_masks(embedding: ImageEmbedding, multimask: bool) -> dict[str, Payload]:
     """Outputs for zero prompt sets: (0, K, ...) arrays, as a batch of N prompt sets with N = 0 would give."""
-    k = embedding.model.mask_decoder.outputs_per_prompt(multimask)
+    from samflow.predict.embeddings import outputs_per_prompt
+
+    k = outputs_per_prompt(embedding.model, multimask)
     h, w = embedding.original_size
     low_res = tuple(4 * s for s in embedding.features.shape[-2:])
     scores = np.zeros((0, k), np.float32)

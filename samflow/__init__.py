@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "SamAutomaticMaskGenerator": "samflow.predict.amg",
+    "Sam2AutomaticMaskGenerator": "samflow.predict.amg",
     "EncodedImage": "samflow.predict.predictor",
     "SamPredictor": "samflow.predict.predictor",
     "Sam2Predictor": "samflow.predict.sam2_predictor",
@@ -100,7 +101,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from samflow.models.sam import Sam, SamConfig, build_sam
     from samflow.models.sam2 import Sam2, Sam2Config
     from samflow.pool import ModelPool
-    from samflow.predict.amg import SamAutomaticMaskGenerator
+    from samflow.predict.amg import Sam2AutomaticMaskGenerator, SamAutomaticMaskGenerator
     from samflow.predict.api import Pipeline, Segmentation, Segmenter, segment
     from samflow.predict.detectors import register_detector
     from samflow.predict.predictor import EncodedImage, SamPredictor

@@ -32,11 +32,13 @@ from torchvision.ops import batched_nms, box_area
 
 from samflow.errors import InputError
 from samflow.models.sam.mask_decoder import MaskDecoder
+from samflow.models.sam2.model import Sam2
 from samflow.ops import amg as ops
 from samflow.ops import rle as rle_ops
 from samflow.ops.image import to_rgb_uint8
 from samflow.ops.transforms import ResizeLongestSide
 from samflow.predict.predictor import EncodedImage, SamPredictor, check_family
+from samflow.predict.sam2_predictor import LOW_RES_CLAMP, Sam2EncodedImage, Sam2Predictor
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,10 @@ CHUNK_ELEMENTS = 2**24
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
-__all__ = ["GeneratedMasks", "SamAutomaticMaskGenerator", "cached_embedder"]
+__all__ = ["GeneratedMasks", "Sam2AutomaticMaskGenerator", "SamAutomaticMaskGenerator", "cached_embedder"]
+# The options SamAutomaticMaskGenerator and Sam2AutomaticMaskGenerator both take first, in the same order: the
+# positional arguments a SAM 2 model may be given through SamAutomaticMaskGenerator.
+_SHARED_POSITIONAL = 5
 
 
 @dataclass
@@ -148,7 +153,20 @@ class SamAutomaticMaskGenerator:
     upscaling, `postprocess_chunk` masks are held at full resolution (default: sized so that each step's largest
     tensor holds about CHUNK_ELEMENTS floats). HQ-SAM models make one mask per point, as the reference HQ
     generator (`hq_token_only`: the HQ token's mask alone, off there and by default).
+
+    Given a SAM 2 model (`samflow.build_sam("sam2.1_hiera_...")`) it is a `Sam2AutomaticMaskGenerator`, with SAM 2's
+    options and defaults (options after `stability_score_offset` by keyword).
     """
+
+    _points_dtype: type = np.float64  # the precision the official generator keeps the grid points in
+
+    def __new__(cls, model: torch.nn.Module | None = None, *args: Any, **kwargs: Any) -> SamAutomaticMaskGenerator:
+        if cls is SamAutomaticMaskGenerator and isinstance(model, Sam2):
+            if len(args) > _SHARED_POSITIONAL:
+                raise InputError("for a SAM 2 model give the generator's options after stability_score_offset by "
+                                 "keyword (Sam2AutomaticMaskGenerator's order differs: it adds mask_threshold)")
+            return super().__new__(Sam2AutomaticMaskGenerator)
+        return super().__new__(cls)
 
     def __init__(self, model: torch.nn.Module, points_per_side: int | None = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
@@ -179,8 +197,8 @@ class SamAutomaticMaskGenerator:
         if crop_n_layers < 0:
             raise InputError(f"crop_n_layers must not be negative, got {crop_n_layers}")
         self.model = model
-        self.predictor = SamPredictor(model)
-        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.mask_threshold = float(getattr(model, "mask_threshold", 0.0))
+        self._bind(model, hq_token_only, min_mask_region_area)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -196,9 +214,16 @@ class SamAutomaticMaskGenerator:
         self.postprocess_chunk = postprocess_chunk
         self.decoder_chunk = decoder_chunk
         self.upscale_chunk = upscale_chunk
+
+    def _bind(self, model: torch.nn.Module, hq_token_only: bool, min_mask_region_area: int) -> None:
+        """The model-specific parts: the predictor, the prompt transform, the small-region clean-up."""
+        self.predictor = SamPredictor(model)
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
         if hq_token_only and not getattr(model.mask_decoder, "is_hq", False):
             raise InputError("hq_token_only applies to HQ-SAM models only")
         self.hq_token_only = hq_token_only
+        # SAM cleans masks up at full resolution after NMS (SAM 2 fills regions of its low-res logits instead)
+        self._clean_small_regions = min_mask_region_area > 0
 
     # --- public -------------------------------------------------------------------------------------------------
 
@@ -218,7 +243,7 @@ class SamAutomaticMaskGenerator:
         if embedding is not None and tuple(embedding.original_size) != size:
             raise InputError(f"the embedding is of a {embedding.original_size} image, not {size}")
         if embedding is not None:
-            check_family(embedding.family, self.model)
+            embedding = self._accept(embedding)
         crop_boxes, layers = ops.generate_crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
         parts = []
         for crop_box, layer in zip(crop_boxes, layers):
@@ -231,12 +256,17 @@ class SamAutomaticMaskGenerator:
             keep = batched_nms(torch.as_tensor(data.boxes).float(), 1 / box_area(crops), torch.zeros(len(data)),
                                iou_threshold=self.crop_nms_thresh)
             data = data.select(keep)
-        if self.min_mask_region_area > 0 and len(data):
+        if self._clean_small_regions and len(data):
             data = self._postprocess_small_regions(data, self.min_mask_region_area,
                                                    max(self.box_nms_thresh, self.crop_nms_thresh))
         return data
 
     # --- crops and batches --------------------------------------------------------------------------------------
+
+    def _accept(self, embedding: Any) -> Any:
+        """A given embedding in the form `_decode` takes; InputError naming both families for another family's."""
+        check_family(getattr(embedding, "family", None), self.model)
+        return embedding
 
     def _encode(self, crop: np.ndarray) -> EncodedImage:
         if self.embed is not None:
@@ -280,7 +310,6 @@ class SamAutomaticMaskGenerator:
         sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
         decoder = model.mask_decoder
         image_pe = model.prompt_encoder.get_dense_pe()
-        multimask = slice(1, None)  # the three ambiguity-aware masks, as with multimask_output=True
         if not hasattr(decoder, "attend"):
             # A decoder without the split (e.g. the official one): everything at once, as the official does.
             low_res, iou = decoder(image_embeddings=encoded.features, image_pe=image_pe,
@@ -291,17 +320,25 @@ class SamAutomaticMaskGenerator:
             return iou.flatten().float(), index, low_res[index // k, index % k].float()
         if getattr(decoder, "is_hq", False):
             return self._decode_hq(encoded, sparse, dense, image_pe, shared)
+        return self._decode_split(decoder, encoded.features, image_pe, sparse, dense, shared)
 
+    def _decode_split(self, decoder: torch.nn.Module, features: torch.Tensor, image_pe: torch.Tensor,
+                      sparse: torch.Tensor, dense: torch.Tensor, shared: _CropKey | None,
+                      **mask_arguments: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_decode` through the decoder's split (transformer, IoU head, then masks only for prompts with a passing
+        candidate), `decoder_chunk` prompts at a time. `mask_arguments` go to `masks_from_tokens` (SAM 2: the
+        high-resolution features)."""
+        multimask = slice(1, None)  # the three ambiguity-aware masks, as with multimask_output=True
         ious, indices, logits = [], [], []
-        grid = encoded.features.shape[-2:]
-        tokens_per_prompt = int(grid[0] * grid[1]) * int(encoded.features.shape[1])
+        grid = features.shape[-2:]
+        tokens_per_prompt = int(grid[0] * grid[1]) * int(features.shape[1])
         decoder_chunk = self.decoder_chunk or max(1, CHUNK_ELEMENTS // tokens_per_prompt)
         # The upscaling makes 64 channels at 2x and 32 at 4x the grid per prompt.
         upscale_chunk = self.upscale_chunk or max(1, CHUNK_ELEMENTS // (768 * int(grid[0] * grid[1])))
         for start in range(0, sparse.shape[0], decoder_chunk):
             part = slice(start, start + decoder_chunk)
             keyword = {"image_key": shared} if isinstance(decoder, MaskDecoder) else {}
-            tokens, image_tokens = decoder.attend(encoded.features, image_pe, sparse[part],
+            tokens, image_tokens = decoder.attend(features, image_pe, sparse[part],
                                                   dense[part] if dense.shape[0] > 1 else dense, **keyword)
             iou = decoder.predict_iou(tokens)[:, multimask]
             k = iou.shape[1]
@@ -311,14 +348,14 @@ class SamAutomaticMaskGenerator:
             for first in range(0, len(prompts), upscale_chunk):
                 here = (which >= first) & (which < first + upscale_chunk)
                 chosen, picked = which[here], index[here]
-                low = decoder.masks_from_tokens(tokens, image_tokens, grid,
-                                                prompts[first : first + upscale_chunk])[:, multimask]
+                low = decoder.masks_from_tokens(tokens, image_tokens, grid, prompts[first : first + upscale_chunk],
+                                                **mask_arguments)[:, multimask]
                 logits.append(low[chosen - first, picked % k].float())
             del tokens, image_tokens
             ious.append(iou)
             indices.append(index + start * k)
         if not logits:
-            logits.append(torch.zeros(0, *grid, device=device))
+            logits.append(torch.zeros(0, 4 * grid[0], 4 * grid[1], device=features.device))
         return torch.cat(ious), torch.cat(indices), torch.cat(logits)
 
     def _decode_hq(self, encoded: EncodedImage, sparse: torch.Tensor, dense: torch.Tensor, image_pe: torch.Tensor,
@@ -366,12 +403,9 @@ class SamAutomaticMaskGenerator:
 
         counts: list[np.ndarray] = []
         kept, boxes, scores = [], [], []
-        side = self.model.image_encoder.img_size
-        per_mask = side * side + size[0] * size[1]  # the padded square, then the crop's size
-        chunk_size = self.postprocess_chunk or max(1, CHUNK_ELEMENTS // per_mask)
+        chunk_size = self.postprocess_chunk or max(1, CHUNK_ELEMENTS // self._elements_per_mask(size))
         for start in range(0, low_res.shape[0], chunk_size):
-            chunk = low_res[start : start + chunk_size]
-            logits = self.model.postprocess_masks(chunk[:, None], encoded.input_size, encoded.original_size)[:, 0]
+            logits = self._full_resolution(low_res[start : start + chunk_size], encoded)
             chosen, box, stability, masks = self._filter_chunk(logits, crop_box, size)
             del logits
             if len(chosen):
@@ -386,10 +420,19 @@ class SamAutomaticMaskGenerator:
             np.concatenate(boxes).astype(np.int64),
             iou[picked].cpu().numpy(),
             np.concatenate(scores).astype(np.float32),
-            np.asarray(points, dtype=np.float64)[(picked // k).cpu().numpy()],
+            np.asarray(points, dtype=self._points_dtype).astype(np.float64)[(picked // k).cpu().numpy()],
             np.zeros((len(counts), 4), np.int64),
             size,
         )
+
+    def _elements_per_mask(self, size: tuple[int, int]) -> int:
+        """Floats one mask takes on its way to full resolution: the padded square, then the crop's size."""
+        side = self.model.image_encoder.img_size
+        return side * side + size[0] * size[1]
+
+    def _full_resolution(self, low_res: torch.Tensor, encoded: EncodedImage) -> torch.Tensor:
+        """Low-res logits (n, 4h, 4w) -> logits (n, H, W) of the crop, by the model's own post-processing."""
+        return self.model.postprocess_masks(low_res[:, None], encoded.input_size, encoded.original_size)[:, 0]
 
     def _filter_chunk(self, logits: torch.Tensor, crop_box: list[int], size: tuple[int, int]
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -398,7 +441,7 @@ class SamAutomaticMaskGenerator:
         Returns the kept rows, their boxes (crop frame), stability scores and bool masks (numpy). On the CPU the
         counting runs in numpy, several times faster than torch's bool reductions; the numbers are the same.
         """
-        threshold = self.model.mask_threshold
+        threshold = self.mask_threshold
         if logits.device.type == "cpu":
             values = logits.numpy()
             flat = values.reshape(len(values), -1)
@@ -444,6 +487,102 @@ class SamAutomaticMaskGenerator:
         return data.select(keep)
 
 
+class Sam2AutomaticMaskGenerator(SamAutomaticMaskGenerator):
+    """SamAutomaticMaskGenerator on a SAM 2 image model: a drop-in for the official
+    `sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator` (its parameters, defaults, records and masks) on
+    samflow's `Sam2`, through Sam2Predictor's prompt transform and SAM 2's split decoder.
+
+    As the official: the grid points are normalised by the crop's size into the model's square; each candidate's
+    full-resolution logits are the low-res ones resized bilinearly to the crop (stability scores, binarisation at
+    `mask_threshold` and boxes come from them); `min_mask_region_area` is passed to the predictor as its
+    `max_hole_area` and `max_sprinkle_area` (regions of the low-res mask, filled before upscaling: here on any
+    device, where the official needs its CUDA extension) and there is no clean-up after NMS; `use_m2m` decodes each
+    candidate once more from its point and its low-res logits (one mask each); `multimask_output=False` takes SAM
+    2's single mask per point (dynamic multimask via stability). The keyword-only additions are those of
+    SamAutomaticMaskGenerator (`embed` returns a Sam2EncodedImage, or an EncodedImage of family "sam2" with its
+    high-resolution features as `extras`); IoU filtering happens before the upscaling, which changes no decision.
+    """
+
+    _points_dtype = np.float32
+
+    def __init__(self, model: Sam2, points_per_side: int | None = 32, points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.8, stability_score_thresh: float = 0.95,
+                 stability_score_offset: float = 1.0, mask_threshold: float = 0.0, box_nms_thresh: float = 0.7,
+                 crop_n_layers: int = 0, crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
+                 crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
+                 min_mask_region_area: int = 0, output_mode: OutputMode = "binary_mask", use_m2m: bool = False,
+                 multimask_output: bool = True, *, embed: Callable[[np.ndarray], Any] | None = None,
+                 postprocess_chunk: int | None = None, decoder_chunk: int | None = None,
+                 upscale_chunk: int | None = None, hq_token_only: bool = False) -> None:
+        if not isinstance(model, Sam2):
+            raise InputError(f"Sam2AutomaticMaskGenerator needs a SAM 2 model (samflow.build_sam('sam2.1_hiera_...'))"
+                             f", not {type(model).__name__}; use SamAutomaticMaskGenerator for the SAM family")
+        super().__init__(model, points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+                         stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh, crop_overlap_ratio,
+                         crop_n_points_downscale_factor, point_grids, min_mask_region_area, output_mode, embed=embed,
+                         postprocess_chunk=postprocess_chunk, decoder_chunk=decoder_chunk,
+                         upscale_chunk=upscale_chunk, hq_token_only=hq_token_only)
+        self.mask_threshold = mask_threshold
+        self.use_m2m = use_m2m
+        self.multimask_output = multimask_output
+
+    def _bind(self, model: torch.nn.Module, hq_token_only: bool, min_mask_region_area: int) -> None:
+        if hq_token_only:
+            raise InputError("hq_token_only applies to HQ-SAM models only; this is a sam2 model")
+        self.hq_token_only = False
+        self.predictor = Sam2Predictor(model, max_hole_area=min_mask_region_area,
+                                       max_sprinkle_area=min_mask_region_area)
+        self._clean_small_regions = False  # the predictor fills small regions of the low-res masks instead
+
+    def _accept(self, embedding: Any) -> Sam2EncodedImage:
+        return Sam2EncodedImage.of(embedding)  # refuses another family's embedding, naming both
+
+    def _encode(self, crop: np.ndarray) -> Sam2EncodedImage:
+        if self.embed is not None:
+            return Sam2EncodedImage.of(self.embed(crop))
+        return self.predictor.encode(crop)
+
+    def _decode(self, encoded: Sam2EncodedImage, points: np.ndarray,
+                shared: _CropKey | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model: Sam2 = self.model  # type: ignore[assignment]
+        features = encoded.features
+        device = features.image_embed.device
+        coords = self.predictor._transform_coords(torch.as_tensor(points, dtype=torch.float32, device=device), True,
+                                                  tuple(encoded.original_size))
+        labels = torch.ones(coords.shape[0], dtype=torch.int, device=device)
+        if self.multimask_output and not self.use_m2m:
+            sparse, dense = model.sam_prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None,
+                                                     masks=None)
+            return self._decode_split(model.sam_mask_decoder, features.image_embed,
+                                      model.sam_prompt_encoder.get_dense_pe(), sparse, dense, shared,
+                                      high_res=list(features.high_res_feats))
+        low_res, iou = self._decode_all(features, coords, labels, None, self.multimask_output)
+        if self.use_m2m:  # once more from each candidate's point and its (clamped) low-res logits, one mask each
+            k = iou.shape[1]
+            low = torch.clamp(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP).flatten(0, 1)[:, None]
+            low_res, iou = self._decode_all(features, coords.repeat_interleave(k, dim=0),
+                                            labels.repeat_interleave(k, dim=0), low, False)
+        iou = iou.flatten().float()
+        index = self._passing(iou)
+        return iou, index, low_res.flatten(0, 1)[index].float()
+
+    def _decode_all(self, features: Any, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None,
+                    multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every candidate's low-res logits (B, K, 4h, 4w) and IoUs (B, K), `points_per_batch` prompts at a time."""
+        step = self.points_per_batch
+        outs = [self.model.decode(features, (coords[i : i + step, None], labels[i : i + step, None]), None,
+                                  None if mask_input is None else mask_input[i : i + step], multimask)
+                for i in range(0, coords.shape[0], step)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def _elements_per_mask(self, size: tuple[int, int]) -> int:
+        return 2 * size[0] * size[1]
+
+    def _full_resolution(self, low_res: torch.Tensor, encoded: Sam2EncodedImage) -> torch.Tensor:
+        logits = self.predictor._fill_regions(low_res[:, None].float())  # max_hole_area / max_sprinkle_area
+        return self.model.postprocess_masks(logits, tuple(encoded.original_size))[:, 0]
+
+
 class _CropKey:
     """Names one crop's (embedding, no-mask prompt) pair for the decoder's caches: a fresh object per crop, equal
     only to itself, so a later crop (or image) can never match it."""
@@ -451,24 +590,22 @@ class _CropKey:
     __slots__ = ()
 
 
-def cached_embedder(model: torch.nn.Module, cache: Any) -> Callable[[np.ndarray], EncodedImage]:
-    """An `embed` function that looks crops up in an EmbeddingCache before running the encoder.
+def cached_embedder(model: torch.nn.Module, cache: Any) -> Callable[[np.ndarray], EncodedImage | Sam2EncodedImage]:
+    """An `embed` function that looks crops up in an EmbeddingCache before running the encoder (SAM family or SAM 2).
 
     Keys are those of the `sam.encoder` node (node id, model family and fingerprint, pixels), so an embedding computed by a
     graph, or by an earlier run with an on-disk cache, is reused, and one computed here serves them in turn.
     """
     from samflow.engine.types import Image, ImageEmbedding
-    from samflow.predict.embeddings import attach, encoder_cache_key, to_payload
+    from samflow.predict.embeddings import attach, encode, encoder_cache_key, from_payload, to_payload
 
-    predictor = SamPredictor(model)
-
-    def embed(crop: np.ndarray) -> EncodedImage:
+    def embed(crop: np.ndarray) -> EncodedImage | Sam2EncodedImage:
         image = Image(np.ascontiguousarray(crop))
         key = encoder_cache_key(model, image)
         entry = cache.get(key)
         if entry is not None and isinstance(entry.get("embedding"), ImageEmbedding):
-            return EncodedImage.of(attach(entry["embedding"], model))
-        encoded = predictor.encode(image.data)
+            return from_payload(attach(entry["embedding"], model))
+        encoded = encode(model, image.data)
         cache.put(key, {"embedding": to_payload(encoded, model, image)})
         return encoded
 

@@ -6,6 +6,7 @@ The image embedding is computed once per image (`set_image`) and reused for ever
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,9 @@ class EncodedImage:
     features: (1, C, h, w) on the model's device; original_size: (H, W) of the user's image; input_size: (h, w)
     after resizing the longest side to the model's image_size (before padding). interm: HQ-SAM only, the early
     encoder features its decoder fuses (1, h, w, C') channels-last. family: the model family that made it ("sam",
-    "mobile_sam", "sam_hq"; None: unknown, not checked); a predictor refuses an embedding of another family.
+    "mobile_sam", "sam_hq", "sam2"; None: unknown, not checked); a predictor refuses an embedding of another
+    family. extras: further named tensors a family's decoder needs (SAM 2: its high-resolution features; see
+    `samflow.predict.sam2_predictor.Sam2EncodedImage.of`).
     """
 
     features: torch.Tensor
@@ -38,17 +41,19 @@ class EncodedImage:
     input_size: tuple[int, int]
     interm: torch.Tensor | None = None
     family: str | None = None
+    extras: Mapping[str, torch.Tensor] | None = None
 
     @property
     def nbytes(self) -> int:
-        extra = 0 if self.interm is None else self.interm.numel() * self.interm.element_size()
-        return self.features.numel() * self.features.element_size() + extra
+        tensors = [self.features, *([] if self.interm is None else [self.interm]), *(self.extras or {}).values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     @classmethod
     def of(cls, embedding: object) -> EncodedImage:
         """The EncodedImage of anything shaped like one (e.g. the graph's ImageEmbedding payload)."""
         return cls(embedding.features, tuple(embedding.original_size), tuple(embedding.input_size),  # type: ignore
-                   getattr(embedding, "interm", None), getattr(embedding, "family", None))
+                   getattr(embedding, "interm", None), getattr(embedding, "family", None),
+                   getattr(embedding, "extras", None) or None)
 
 
 class SamPredictor:
@@ -128,11 +133,11 @@ class SamPredictor:
 
     def set_image_embedding(self, encoded: EncodedImage) -> None:
         """Make a previously computed embedding current (no encoder run)."""
+        check_family(getattr(encoded, "family", None), self.model)  # before the shapes: it names both families
         grid = self.model.prompt_encoder.image_embedding_size
         expected = (1, self.model.prompt_encoder.embed_dim, *grid)
         if tuple(encoded.features.shape) != expected:
             raise InputError(f"embedding has shape {tuple(encoded.features.shape)}; this model expects {expected}")
-        check_family(encoded.family, self.model)
         if self.model.config.hq and encoded.interm is None:
             raise InputError("this HQ-SAM model needs the embedding's early encoder features (interm), which it "
                              "lacks: encode the image with the HQ-SAM model itself")
@@ -308,7 +313,7 @@ class SamPredictor:
 
 def check_family(family: str | None, model: Sam) -> None:
     """InputError when an embedding of `family` (None: unknown) is given to a model of another family: the shapes
-    of SAM, MobileSAM and HQ-SAM embeddings agree but their encoders differ, so a mix decodes noise."""
+    of SAM, MobileSAM, HQ-SAM and SAM 2 embeddings agree but their encoders differ, so a mix decodes noise."""
     if family is not None and family != model.family:
         raise InputError(f"this embedding was made by a {family} model; this {model.family} model cannot decode it "
                          f"(embeddings are decoded only by their own family: encode the image with this model)")

@@ -11,6 +11,7 @@ expected, broadcasts a batch of 1 against the others, and lets embeddings be tak
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,11 +24,16 @@ from samflow.models.sam2.prompt_encoder import SAM2_POINT_LABELS
 from samflow.ops.amg import connected_components
 from samflow.ops.arrays import finite_array
 from samflow.ops.image import to_rgb_uint8
+from samflow.predict.predictor import check_family
 
 # Prompts are post-processed to full resolution this many at a time, so a large batch stays in bounded memory.
 POSTPROCESS_CHUNK = 2
 # The official predictor returns low-res logits clamped to this range (the full-size masks are not).
 LOW_RES_CLAMP = 32.0
+# The names of the high-resolution features (after conv_s0 / conv_s1, finest first) among an embedding's `extras`
+# (the graph's ImageEmbedding, EncodedImage): a SAM 2 embedding there is the image embedding plus these two.
+HIGH_RES_KEYS = ("high_res_s0", "high_res_s1")
+FAMILY = "sam2"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,44 @@ class Sam2EncodedImage:
     @property
     def nbytes(self) -> int:
         return self.features.nbytes
+
+    @property
+    def family(self) -> str:
+        return FAMILY
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(S, S): SAM 2 resizes every image to its square."""
+        side = int(self.features.image_embed.shape[-1]) * 16
+        return side, side
+
+    @property
+    def extras(self) -> dict[str, torch.Tensor]:
+        """The high-resolution features by name (HIGH_RES_KEYS), as an ImageEmbedding carries them."""
+        return dict(zip(HIGH_RES_KEYS, self.features.high_res_feats))
+
+    @classmethod
+    def of(cls, embedding: object) -> Sam2EncodedImage:
+        """The Sam2EncodedImage of a SAM 2 embedding in the shared form (the graph's ImageEmbedding, an
+        EncodedImage: `features` is the image embedding, `extras` hold HIGH_RES_KEYS). InputError naming both
+        families for another family's embedding, and for one without the high-resolution features."""
+        if isinstance(embedding, Sam2EncodedImage):
+            return embedding
+        family = getattr(embedding, "family", None)
+        check_family(family, _FamilyOnly())
+        extras: Mapping[str, torch.Tensor] = getattr(embedding, "extras", None) or {}
+        missing = [k for k in HIGH_RES_KEYS if k not in extras]
+        if missing:
+            raise InputError(f"this embedding lacks SAM 2's high-resolution features ({', '.join(missing)}): encode "
+                             "the image with the SAM 2 model (sam.encoder with a sam2 preset, Sam2Predictor.encode)")
+        features = Sam2Features(embedding.features, tuple(extras[k] for k in HIGH_RES_KEYS))  # type: ignore
+        return cls(features, tuple(embedding.original_size))  # type: ignore[attr-defined]
+
+
+class _FamilyOnly:
+    """What `check_family` reads of a model: its family."""
+
+    family = FAMILY
 
 
 def resize_to_square(image: np.ndarray, size: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -116,13 +160,20 @@ class Sam2Predictor:
         pixels, original_size = self._prepare(image, image_format)
         return Sam2EncodedImage(self.model.encode_image(pixels), original_size)
 
-    def set_image_embedding(self, encoded: Sam2EncodedImage) -> None:
-        """Make previously computed features current (no encoder run)."""
+    def set_image_embedding(self, encoded: object) -> None:
+        """Make previously computed features current (no encoder run): a Sam2EncodedImage, or a SAM 2 embedding in
+        the shared form (the graph's ImageEmbedding, an EncodedImage; see `Sam2EncodedImage.of`). Another family's
+        embedding is an InputError naming both."""
+        encoded = Sam2EncodedImage.of(encoded)
         grid = self.model.config.embedding_size
         shape = tuple(encoded.features.image_embed.shape)
-        if shape != (1, self.model.config.d_model, grid, grid):
-            raise InputError(f"image embedding has shape {shape}; this model expects "
-                             f"{(1, self.model.config.d_model, grid, grid)}")
+        d = self.model.config.d_model
+        if shape != (1, d, grid, grid):
+            raise InputError(f"image embedding has shape {shape}; this model expects {(1, d, grid, grid)}")
+        expected = [(1, d // 8, 4 * grid, 4 * grid), (1, d // 4, 2 * grid, 2 * grid)]
+        got = [tuple(f.shape) for f in encoded.features.high_res_feats]
+        if got != expected:
+            raise InputError(f"the high-resolution features have shapes {got}; this model expects {expected}")
         self.reset_predictor()
         feats = encoded.features
         self._set_features(Sam2Features(feats.image_embed.to(self.device),

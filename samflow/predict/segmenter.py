@@ -24,11 +24,19 @@ from samflow.engine.cache import EmbeddingCache
 from samflow.engine.types import Image, ImageEmbedding
 from samflow.errors import InputError
 from samflow.models.sam import Sam, SamConfig, build_sam
+from samflow.models.sam2 import Sam2, Sam2Config
 from samflow.pool import ModelPool, default_model_pool
-from samflow.predict.embeddings import attach, encoder_cache_key, to_payload
+from samflow.predict.embeddings import (
+    attach,
+    encode,
+    encoder_cache_key,
+    predict_sets,
+    predictor_for,
+    to_payload,
+)
 from samflow.predict.predictor import POSTPROCESS_CHUNK, EncodedImage, SamPredictor
 from samflow.predict.prompts import Prompts
-from samflow.predict.textprompt import text_prompt_tokens
+from samflow.predict.textprompt import TextPromptsUnavailable, text_prompt_tokens
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +85,11 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------------------- models
 
-    def model(self, model: str | SamConfig | Sam = "tiny", checkpoint: str | Path | None = None,
-              device: str | torch.device | None = None, dtype: str | None = None) -> Sam:
-        """A SAM model by preset name or config (loaded once per process), or `model` itself when it is one."""
-        if isinstance(model, Sam):
+    def model(self, model: str | SamConfig | Sam2Config | Sam | Sam2 = "tiny", checkpoint: str | Path | None = None,
+              device: str | torch.device | None = None, dtype: str | None = None) -> Sam | Sam2:
+        """A model of the SAM family by preset name or config (loaded once per process; SAM 2 too:
+        "sam2.1_hiera_tiny"... or a Sam2Config), or `model` itself when it is one."""
+        if isinstance(model, (Sam, Sam2)):
             return model
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)  # "auto" -> what this device runs fastest
@@ -89,7 +98,7 @@ class Segmenter:
         # The same key as the sam.encoder node, so graphs and the API share one loaded model.
         key = ("sam", spec, checkpoint, device, dtype)
 
-        def load() -> Sam:
+        def load() -> Sam | Sam2:
             if checkpoint and not Path(checkpoint).is_file():
                 raise InputError(f"checkpoint not found: {checkpoint}")
             return build_sam(model, checkpoint=checkpoint, device=device, dtype=dtype)
@@ -98,11 +107,11 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------------------- images
 
-    def embed(self, model: Sam, image: Image) -> ImageEmbedding:
+    def embed(self, model: Sam | Sam2, image: Image) -> ImageEmbedding:
         """The embedding of `image` by `model`: from the cache, else computed once (concurrent callers wait)."""
         return self.embed_status(model, image)[0]
 
-    def embed_status(self, model: Sam, image: Image) -> tuple[ImageEmbedding, bool]:
+    def embed_status(self, model: Sam | Sam2, image: Image) -> tuple[ImageEmbedding, bool]:
         """`embed`, and whether this call ran the encoder (False: it came from the cache)."""
         key = encoder_cache_key(model, image)
         with self._encode_locks[zlib.crc32(key.encode()) % _LOCK_STRIPES]:
@@ -111,7 +120,7 @@ class Segmenter:
                 self._count(embedding_hits=1)
                 return _attach(entry["embedding"], model), False
             started = time.perf_counter()
-            encoded = SamPredictor(model).encode(image.data)
+            encoded = encode(model, image.data)
             embedding = to_payload(encoded, model, image)
             self.cache.put(key, {"embedding": embedding})
             seconds = time.perf_counter() - started
@@ -121,18 +130,28 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------------------- prompts
 
-    def predict(self, model: Sam, image: Image | ImageEmbedding, prompts: Prompts,
+    def predict(self, model: Sam | Sam2, image: Image | ImageEmbedding, prompts: Prompts,
                 multimask: bool | None = None) -> Prediction:
         """Masks for `prompts` on `image` (embedded first when needed). multimask None: three masks for a single
         click, one otherwise (SAM's advice). The prompts go through the one rule (`Prompts.fit`): a point outside
         the image or a box wholly outside it is an InputError, boxes are clipped; `Prediction.prompts` holds them
-        as used."""
+        as used. A SAM 2 model takes points, boxes and mask_input (text prompts go into the original SAM decoder:
+        TextPromptsUnavailable)."""
         # The prompt rule before any encoder run: points inside the image, boxes clipped to it.
         prompts = prompts.fit(tuple(image.original_size) if isinstance(image, ImageEmbedding) else image.size)
         embedding = image if isinstance(image, ImageEmbedding) else self.embed(model, image)
         if multimask is None:
             multimask = prompts.single_click
         started = time.perf_counter()
+        if isinstance(model, Sam2):
+            if prompts.texts is not None:
+                raise TextPromptsUnavailable("text prompt tokens go into the original SAM decoder (through its prompt "
+                                             "adapter); this is a sam2 model, which takes points, boxes and masks")
+            # per call: a predictor holds state, calls may run at once; it refuses another family's embedding
+            masks, scores, logits = predict_sets(predictor_for(embedding, model), prompts.coords, prompts.labels,
+                                                 prompts.boxes, prompts.mask_input, multimask)
+            self._count(decodes=1, decode_seconds=time.perf_counter() - started)
+            return Prediction(masks, scores, logits, prompts.labels_per_set(), prompts)
         predictor = SamPredictor(model)  # per call: a predictor holds state, calls may run at once
         predictor.set_image_embedding(EncodedImage.of(embedding))  # refuses another family's embedding
         if prompts.texts is None:
@@ -152,7 +171,7 @@ class Segmenter:
                 setattr(self.stats, name, getattr(self.stats, name) + value)
 
 
-def _attach(embedding: ImageEmbedding, model: Sam) -> ImageEmbedding:
+def _attach(embedding: ImageEmbedding, model: Sam | Sam2) -> ImageEmbedding:
     """An embedding read from a disk cache comes back on the CPU without its model: give both back."""
     return attach(embedding, model)
 

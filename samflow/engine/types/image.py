@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How `ImageEmbedding.extras` are named among its tensors on disk ("extra.<name>").
+EXTRA_PREFIX = "extra."
+
 
 @payload_type
 @dataclass(eq=False)
@@ -96,7 +99,9 @@ class ImageEmbedding(Payload):
     use the very weights that made it; it is never serialised. `family`: the model family that made it ("sam",
     "mobile_sam", "sam_hq"; None: unknown): decoders refuse an embedding of another family than theirs (the
     shapes agree, the encoders do not). `interm`: HQ-SAM only, the early encoder features its decoder fuses,
-    float (1, h, w, C') channels-last, on the model's device.
+    float (1, h, w, C') channels-last, on the model's device. `extras`: further named tensors (batch 1, on the
+    model's device) that the family's decoder needs besides `features` (SAM 2: its two high-resolution feature
+    maps); the engine only counts, moves and stores them.
     """
 
     features: torch.Tensor
@@ -107,11 +112,12 @@ class ImageEmbedding(Payload):
     model: Any = field(default=None, repr=False)
     family: str | None = None
     interm: torch.Tensor | None = field(default=None, repr=False)
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def nbytes(self) -> int:
-        extra = 0 if self.interm is None else self.interm.numel() * self.interm.element_size()
-        return int(self.features.numel() * self.features.element_size() + extra)
+        tensors = [self.features, *([] if self.interm is None else [self.interm]), *self.extras.values()]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
 
     def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         meta = {"original_size": list(self.original_size), "input_size": list(self.input_size),
@@ -119,14 +125,19 @@ class ImageEmbedding(Payload):
         tensors = {"features": self.features}
         if self.interm is not None:
             tensors["interm"] = self.interm
+        tensors.update({f"{EXTRA_PREFIX}{name}": tensor for name, tensor in self.extras.items()})
         return tensors, meta
 
     @classmethod
     def from_state(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> ImageEmbedding:
+        extras = {name[len(EXTRA_PREFIX):]: tensor for name, tensor in tensors.items() if name.startswith(EXTRA_PREFIX)}
         return cls(features=tensors["features"], original_size=tuple(meta["original_size"]),
                    input_size=tuple(meta["input_size"]), model_key=meta["model_key"], image_hash=meta["image_hash"],
-                   family=meta.get("family"), interm=tensors.get("interm"))
+                   family=meta.get("family"), interm=tensors.get("interm"), extras=extras)
 
     def to_record(self) -> dict[str, Any]:
-        return {"type": self.type_name, "shape": list(self.features.shape), "model_key": self.model_key,
-                "image_hash": self.image_hash, "family": self.family}
+        record = {"type": self.type_name, "shape": list(self.features.shape), "model_key": self.model_key,
+                  "image_hash": self.image_hash, "family": self.family}
+        if self.extras:
+            record["extras"] = {name: list(tensor.shape) for name, tensor in self.extras.items()}
+        return record

@@ -93,6 +93,10 @@ class Sam2Config(BaseModel):
         """The model family (an image embedding is decoded only by a model of its own family)."""
         return "sam2"
 
+    def identity_json(self) -> str:
+        """The config as JSON, for the model's fingerprint (`samflow.models.sam.model_fingerprint`: cache keys)."""
+        return self.model_dump_json()
+
     @property
     def depth(self) -> int:
         return sum(self.stages)
