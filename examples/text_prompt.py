@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     if absent is not None:
         kept = rank_masks(models.clip, image, proposals, absent).indices.size
         log.info("API: %r, absent from the scene, keeps %d mask(s)", absent, kept)
+        # The adapter always places its click somewhere; the presence check (CLIP on its candidate masks, at the
+        # threshold calibrated for tiny's adapter) refuses a text whose object is not there: an all-False mask.
+        refused = not predictor.predict(text=absent, multimask_output=False)[0].any()
+        decision = predictor.last_presence
+        if decision is not None:
+            log.info("API: the adapter %s %r (CLIP cosine %.3f, threshold %.3f)", "refuses" if refused else "keeps",
+                     absent, float(decision.scores[0]), decision.threshold)
     return 0
 
 

@@ -5,8 +5,10 @@ Captions: an annotation's own `caption` when the dataset has one; else, for synt
 of every object whose colour + shape is unique in its scene ("a red star", samflow.data.captions), for objects of
 at least `min_area` pixels (the adapter's size threshold, 200). All captions of an image go through the decoder in
 one call. Use scenes the text models never saw: `synthetic:22:N` (CLIP was trained on seed 11, the adapter on 21).
-Writes DIR/predictions.json (image, object, caption, iou, score, segmentation RLE) and DIR/metrics.json (mIoU, by
-object size, and the fraction of objects found at IoU >= 0.5).
+The adapter route checks each caption for presence (samflow.models.text.presence): a caption it refuses gets no
+mask and counts as IoU 0 (`refused` in the metrics; `presence_threshold=False` turns the check off).
+Writes DIR/predictions.json (image, object, caption, iou, score, refused, segmentation RLE) and DIR/metrics.json
+(mIoU, by object size, the fraction of objects found at IoU >= 0.5, and the fraction refused).
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def captioned_objects(sample: Sample, min_area: int = MIN_AREA) -> list[tuple[in
 @torch.no_grad()
 def evaluate_text(model: Any, dataset: Sequence[Sample], out_dir: str | Path, name: str = "dataset",
                   min_area: int = MIN_AREA, max_images: int | None = None, progress: bool = False,
-                  plot: bool = False) -> dict[str, Any]:
-    """Prompt with every caption of every image, score the masks; returns the metrics."""
+                  plot: bool = False, presence_threshold: float | bool | None = None) -> dict[str, Any]:
+    """Prompt with every caption of every image, score the masks (a refused caption: IoU 0); returns the
+    metrics. `presence_threshold` as `samflow.segment`'s."""
     from samflow.engine.cache import EmbeddingCache
     from samflow.predict.api import segment
     from samflow.predict.segmenter import Segmenter
@@ -71,14 +74,26 @@ def evaluate_text(model: Any, dataset: Sequence[Sample], out_dir: str | Path, na
         if not objects:
             continue
         texts = [text for _, text in objects]
-        result = segment(sample.image, text=texts, model=model, segmenter=segmenter)
+        result = segment(sample.image, text=texts, model=model, segmenter=segmenter,
+                         presence_threshold=presence_threshold)
         truth = sample.masks[[i for i, _ in objects]]
-        ious = np.atleast_1d(mask_iou(result.masks, truth))
-        encoded = rle.encode(result.masks)
+        # The objects kept are in caption order: match them to their captions in turn (refused ones are skipped).
+        answer: list[int | None] = []
+        at = 0
+        for text in texts:
+            found = at < len(result) and result.labels[at] == text
+            answer.append(at if found else None)
+            at += int(found)
+        empty = np.zeros(sample.image.shape[:2], bool)
+        masks = np.stack([result.masks[j] if j is not None else empty for j in answer])
+        ious = np.atleast_1d(mask_iou(masks, truth))
+        encoded = rle.encode(masks)
         assert isinstance(encoded, list)
         for n, (i, text) in enumerate(objects):
+            j = answer[n]
             records.append({"image": sample.file_name or str(index + 1), "object": int(i), "caption": text,
-                            "area": int(truth[n].sum()), "iou": float(ious[n]), "score": float(result.scores[n]),
+                            "area": int(truth[n].sum()), "iou": float(ious[n]) if j is not None else 0.0,
+                            "score": float(result.scores[j]) if j is not None else 0.0, "refused": j is None,
                             "segmentation": encoded[n]})
     if not records:
         raise InputError(f"{name}: no object has a caption (the text task needs annotations with a 'caption', or "
@@ -92,6 +107,7 @@ def evaluate_text(model: Any, dataset: Sequence[Sample], out_dir: str | Path, na
     metrics: dict[str, Any] = {"task": "text", "dataset": name, "images": images, "objects": len(records),
                                "min_area": min_area, "mIoU": float(ious.mean()),
                                "found_at_0.5": float((ious >= 0.5).mean()), "by_size": by_size,
+                               "refused": float(np.mean([r["refused"] for r in records])),
                                "seconds": round(time.perf_counter() - started, 2)}
     if plot:
         from samflow.evaluation.plots import plot_iou_histogram
@@ -103,4 +119,5 @@ def evaluate_text(model: Any, dataset: Sequence[Sample], out_dir: str | Path, na
 
 def format_text(metrics: dict[str, Any]) -> str:
     return (f"{metrics['dataset']}: {metrics['objects']} captioned objects in {metrics['images']} images, text-to-mask "
-            f"mIoU {metrics['mIoU']:.4f}, found at IoU >= 0.5: {metrics['found_at_0.5']:.1%}")
+            f"mIoU {metrics['mIoU']:.4f}, found at IoU >= 0.5: {metrics['found_at_0.5']:.1%}, refused as absent: "
+            f"{metrics.get('refused', 0.0):.1%}")

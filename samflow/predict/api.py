@@ -28,15 +28,21 @@ from samflow.ops.image import to_rgb_uint8
 from samflow.predict.pipeline import Pipeline
 from samflow.predict.prompts import Prompts
 from samflow.predict.result import Segmentation, mask_boxes
-from samflow.predict.segmenter import Segmenter, default_segmenter
-from samflow.predict.textprompt import TextPromptsUnavailable
+from samflow.predict.segmenter import Prediction, Segmenter, default_segmenter
+from samflow.predict.textprompt import (
+    TextPromptsUnavailable,
+    text_presence,
+    text_presence_threshold,
+    using_text_adapter,
+)
 
 # Grid of the automatic masks that CLIP ranks (route c): points per side of the image.
 CLIP_POINTS_PER_SIDE = 16
 TEXT_ROUTES = (
     "A text reaches SAM by one of three routes: "
     "(a) the prompt adapter trained for this SAM model (shipped for model='tiny'; train one for other weights "
-    "with a text_adapter recipe, `samflow train recipes/sam_tiny_text_adapter.yaml`, saved beside the checkpoint); "
+    "with a text_adapter recipe, `samflow train recipes/text_adapter_official.yaml`: it is found beside the "
+    "checkpoint as <checkpoint stem>_text_adapter.safetensors, or pass adapter=PATH); "
     "(b) detector=PATH, a local Hugging Face zero-shot detector folder (OWL-ViT, OWLv2, Grounding DINO; "
     "pip install \"samflow[detect]\"): its boxes become box prompts, one mask per box; "
     "(c) clip='clip_tiny' (or an open_clip model name, or a CLIP weights file): CLIP ranks the automatic masks")
@@ -57,7 +63,7 @@ def segment(image: Any, points: Any = None, point_labels: Any = None, boxes: Any
             multimask: bool | None = None, mask_input: Any = None,
             segmenter: Segmenter | None = None, detector: str | Path | None = None,
             box_threshold: float | None = None, text_threshold: float | None = None, max_detections: int = 100,
-            clip: Any = None) -> Segmentation:
+            clip: Any = None, adapter: Any = None, presence_threshold: float | bool | None = None) -> Segmentation:
     """Segment the objects that prompts point at in one image; one object per prompt set.
 
     image: a path, PIL image, numpy array or Image. points: [[x, y], ...] clicks on one object (or (N, P, 2) for N
@@ -81,8 +87,16 @@ def segment(image: Any, points: Any = None, point_labels: Any = None, boxes: Any
       ranks SAM's automatic masks (a CLIP_POINTS_PER_SIDE grid) against each text; the best one above the model's
       threshold is decoded again from its box and point (one batched call), labelled with its text, CLIP's score
       in `confidence`. A text that matches nothing gets no mask.
-    - (a) otherwise: the prompt adapter trained for this SAM model (shipped for 'tiny'); text prompt tokens in the
-      decoder, one mask per text, combinable with points and boxes.
+    - (a) otherwise: the prompt adapter trained for this SAM model; text prompt tokens in the decoder, one mask per
+      text, combinable with points and boxes. Which adapter: `adapter=` (a file, or `samflow.predict.text.
+      TextModels`), else `<checkpoint stem>_text_adapter.safetensors` beside `checkpoint` (where `samflow train`
+      writes it), else tiny's shipped one; an adapter serves only the SAM weights it was trained for.
+      A text alone (no points, boxes or mask_input) is checked for presence: CLIP scores the decoder's three
+      candidate masks of it against the text, the best one reaching the threshold is the object's mask (CLIP's
+      cosine in `confidence`; with `multimask=True` all three stay in `candidates`, `best` says which), and a
+      text none reaches gets no mask (fewer objects than texts; `labels` say which remain). presence_threshold:
+      None, the adapter's calibrated threshold (samflow/weights/sam_tiny_text_adapter.safetensors carries one;
+      an adapter without one refuses nothing); a cosine in [-1, 1]; False: no check (the decoder's single mask).
     (b) and (c) make the prompts themselves: points, boxes and mask_input do not combine with them. Without a
     detector, CLIP or an adapter for this model, TextPromptsUnavailable names the three routes and how to provide
     each.
@@ -104,11 +118,60 @@ def segment(image: Any, points: Any = None, point_labels: Any = None, boxes: Any
         return _clip_route(segmenter, sam, picture, texts, clip, device, multimask)
     prompts = Prompts.build(points, point_labels, boxes, text, mask_input).fit(picture.size)
     sam = segmenter.model(model, checkpoint=checkpoint, device=device, dtype=dtype)
+    if prompts.texts is None:
+        return Segmentation.from_prediction(segmenter.predict(sam, picture, prompts, multimask=multimask),
+                                            picture.data)
+    text_only = prompts.coords is None and prompts.boxes is None and prompts.mask_input is None
+    if not text_only and presence_threshold is not None and presence_threshold is not False:
+        raise InputError("presence_threshold checks text prompts alone; with points, boxes or mask_input the "
+                         "text is never refused (give presence_threshold=None or False)")
     try:
-        prediction = segmenter.predict(sam, picture, prompts, multimask=multimask)
+        with using_text_adapter(_adapter_choice(adapter, checkpoint)):
+            threshold = text_presence_threshold(sam, presence_threshold) if text_only else None
+            prediction = segmenter.predict(sam, picture, prompts, multimask=True if threshold is not None
+                                           else multimask)
+            decision = None if threshold is None else text_presence(
+                sam, picture.data, prediction.labels, prediction.masks, prediction.scores, threshold)
     except TextPromptsUnavailable as exc:
         raise TextPromptsUnavailable(f"{str(exc).rstrip('.')}. {TEXT_ROUTES}.") from exc
-    return Segmentation.from_prediction(prediction, picture.data)
+    if decision is None:
+        return Segmentation.from_prediction(prediction, picture.data)
+    return _present_objects(prediction, picture, decision, keep_candidates=multimask is True)
+
+
+def _adapter_choice(adapter: Any, checkpoint: str | Path | None) -> Any:
+    """The prompt adapter the caller means: `adapter` itself, else the one beside `checkpoint`, else None (the text
+    package's default: tiny's)."""
+    if adapter is not None:
+        if isinstance(adapter, (str, Path)) and not Path(adapter).is_file():
+            raise InputError(f"prompt adapter {adapter} does not exist")
+        return adapter
+    if checkpoint is not None:
+        from samflow.models.text.adapter import adapter_path_for
+
+        beside = adapter_path_for(checkpoint)
+        if beside.is_file():
+            return beside
+    return None
+
+
+def _present_objects(prediction: Prediction, picture: Image, decision: Any, keep_candidates: bool) -> Segmentation:
+    """The objects of the texts the presence check kept, each the candidate it picked (refused texts: none)."""
+    rows, picked = np.arange(prediction.masks.shape[0]), np.asarray(decision.picked)
+    keep = np.flatnonzero(decision.present)
+    masks, scores = prediction.masks[rows, picked][keep], prediction.scores[rows, picked][keep]
+    if keep_candidates:
+        candidates, candidate_scores = prediction.masks[keep], prediction.scores[keep]
+        logits, best = prediction.logits[keep], picked[keep]
+    else:
+        candidates, candidate_scores = masks[:, None], scores[:, None]
+        logits, best = prediction.logits[rows, picked][keep][:, None], None
+    labels = [prediction.labels[i] for i in keep]
+    prompts = Prompts(texts=[str(t) for t in labels]) if len(keep) else Prompts(boxes=np.zeros((0, 4)))
+    return Segmentation(masks=masks, scores=scores.astype(np.float32), boxes=mask_boxes(masks), labels=labels,
+                        candidates=candidates, candidate_scores=candidate_scores.astype(np.float32),
+                        logits=logits.astype(np.float32), image=picture.data, prompts=prompts,
+                        confidence=np.asarray(decision.scores, np.float32)[keep], best=best)
 
 
 def _detector_route(segmenter: Segmenter, sam: Sam, picture: Image, texts: list[str], detector: str | Path,
@@ -167,8 +230,12 @@ def _clip_route(segmenter: Segmenter, sam: Sam, picture: Image, texts: list[str]
 def _empty(sam: Sam, picture: Image, multimask: bool) -> Segmentation:
     """No object found: zero masks of the image's size (the shapes a found object would have)."""
     h, w = picture.size
-    k = sam.mask_decoder.outputs_per_prompt(multimask)
-    low = sam.image_encoder.img_size // 4
+    from samflow.predict.embeddings import (
+        outputs_per_prompt,  # either family (SAM 2 has no image_encoder.img_size)
+    )
+
+    k = outputs_per_prompt(sam, multimask)
+    low = (sam.image_size if hasattr(sam, "image_size") else sam.image_encoder.img_size) // 4
     return Segmentation(masks=np.zeros((0, h, w), bool), scores=np.zeros(0, np.float32),
                         boxes=np.zeros((0, 4), np.float32), labels=[], candidates=np.zeros((0, k, h, w), bool),
                         candidate_scores=np.zeros((0, k), np.float32), logits=np.zeros((0, k, low, low), np.float32),

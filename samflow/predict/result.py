@@ -39,6 +39,8 @@ class Segmentation:
     ambiguity-aware answers); logits float32 (N, K, 4h, 4w): low-res logits, which `segment(..., mask_input=this)`
     takes back to refine. image: the uint8 (H, W, 3) picture segmented. confidence float32 (N,) or None: how
     sure the text route was of each object (the detector's score, or CLIP's), None for the other prompts.
+    best int (N,) or None: which candidate `masks` holds, where it is not the highest-scored one (the adapter route's
+    presence check picks by CLIP).
     """
 
     masks: np.ndarray
@@ -51,6 +53,7 @@ class Segmentation:
     image: np.ndarray
     prompts: Prompts
     confidence: np.ndarray | None = None
+    best: np.ndarray | None = None
 
     def __repr__(self) -> str:
         h, w = self.image.shape[:2]
@@ -77,7 +80,7 @@ class Segmentation:
 
     def best_logits(self) -> np.ndarray:
         """float32 (N, 1, 4h, 4w): the low-res logits of each best mask (a `mask_input` for the next call)."""
-        best = np.argmax(self.candidate_scores, axis=1)
+        best = np.argmax(self.candidate_scores, axis=1) if self.best is None else self.best
         return self.logits[np.arange(len(self)), best][:, None]
 
     def to_masks(self) -> Masks:

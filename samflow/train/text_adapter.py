@@ -12,6 +12,15 @@ call as they do at inference. Objects under the size threshold are left out: a p
 (a random template), so the adapter also learns from the embeddings it will be given. `device: auto` trains on a
 GPU when there is one (the data is kept there: under 1 GB for 1000 scenes).
 
+Data: samflow's synthetic scenes (`data_seed`, `num_scenes`; held out: `eval_seed`, `eval_scenes`), or your own
+(`data:` / `eval_data:`, each `{kind: sa1b, path: FOLDER}` or `{kind: coco, path: IMAGES, annotations: JSON}`, the
+first `num_scenes` / `eval_scenes` images of each) for any SAM checkpoint, the official vit_b/l/h included
+(recipes/text_adapter_official.yaml). Captions where the data has them (`captions: auto`: COCO category names, an
+annotation's `caption`); SA-1B has none, which the paper's recipe does not need (`text_mix: 0`); the modality shift
+then comes from `shift_captions` (unpaired), or is left at zero. The adapter is written beside the checkpoint
+(`<stem>_text_adapter.safetensors`, where `samflow.segment(..., checkpoint=...)` looks) unless `out` says where,
+with the CLIP it was trained with recorded in it (the text models load that CLIP by default).
+
 This module holds the run's config and its loop; the object sets and caption embeddings are
 `samflow.train.text_adapter_data`, the decoder pass and losses `text_adapter_losses`, the held-out figures
 `text_adapter_eval`.
@@ -36,11 +45,15 @@ from samflow.models.sam.checkpoint import model_fingerprint
 from samflow.models.sam.sam import Sam
 from samflow.models.text.adapter import AdapterConfig, PromptAdapter, adapter_path_for, save_adapter
 from samflow.models.text.clip import ClipModel
+from samflow.models.text.clip_config import SHIPPED_CLIP
 from samflow.models.text.clip_loading import load_clip
+from samflow.train.config import DataConfig
 from samflow.train.recipes import load_recipe_section, recipe_main, run_progress, set_warmup_cosine_lr
 from samflow.train.text_adapter_data import (
+    CaptionSource,
     CaptionTable,
     ObjectSet,
+    build_dataset_objects,
     build_objects,
     modality_shift,
     template_embeddings,
@@ -56,7 +69,10 @@ class TextAdapterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sam: str = Field("tiny", description="SAM preset (its shipped weights) or a SAM checkpoint path")
+    sam: str = Field("tiny", description="SAM preset (its shipped weights) or a SAM checkpoint path (official .pth "
+                                        "included)")
+    sam_model: str | dict[str, Any] | None = Field(None, description="the checkpoint's preset or SamConfig fields "
+                                                                     "(None: read from the checkpoint)")
     clip: str = Field("clip_tiny", description="CLIP model (name or config JSON), as load_clip")
     clip_checkpoint: str | None = None
     out: str | None = Field(None, description="adapter file; default: beside the SAM checkpoint")
@@ -69,10 +85,21 @@ class TextAdapterConfig(BaseModel):
     key_layers: int = Field(0, ge=0, description="conv layers giving each cell's key its neighbourhood (0: linear)")
     key_channels: int = Field(64, gt=0)
     data_seed: int = 21
-    num_scenes: int = Field(600, gt=0, description="training scenes (SAM features and crops computed once)")
+    num_scenes: int = Field(600, gt=0, description="training scenes or images (SAM features and crops computed "
+                                                   "once)")
     eval_seed: int = 22
     eval_scenes: int = Field(200, gt=0)
-    min_area: int = Field(200, ge=1, description="objects of fewer pixels get no text prompt (size threshold)")
+    data: DataConfig | None = Field(None, description="training images of your own (sa1b or coco; None: the "
+                                                      "synthetic scenes of data_seed)")
+    eval_data: DataConfig | None = Field(None, description="held-out images of your own (None: synthetic eval_seed)")
+    captions: CaptionSource = Field("auto", description="auto: the names the data gives (COCO categories, "
+                                                        "annotation captions); none: crops only")
+    max_objects_per_image: int = Field(16, gt=0, description="your data: objects per image, drawn at random")
+    shift_captions: list[str] = Field(default_factory=list, description="data without names: captions whose "
+                                                                        "mean text embedding estimates the "
+                                                                        "modality shift (empty: no shift)")
+    min_area: int = Field(200, ge=1, description="objects of fewer pixels get no text prompt (size threshold; "
+                                                 "pixels of the image as stored)")
     steps: int = Field(1500, gt=0)
     batch_size: int = Field(32, gt=0)
     lr: float = 1e-3
@@ -136,11 +163,23 @@ def _sam_checkpoint(name: str) -> Path | None:
     return Path(name)
 
 
+def _objects(config: TextAdapterConfig, data: DataConfig | None, seed: int, count: int, sam: Sam, clip: ClipModel,
+             keep_masks: bool) -> ObjectSet:
+    if data is None or data.kind == "synthetic":
+        return build_objects(sam, clip, seed if data is None else data.seed, count, config.min_area)
+    from samflow.train.data import SceneSource
+
+    dataset = SceneSource(data).dataset
+    assert dataset is not None
+    return build_dataset_objects(sam, clip, dataset, count, config.min_area, config.max_objects_per_image,
+                                 config.captions, getattr(dataset, "categories", None), config.seed, keep_masks)
+
+
 def prepare_objects(config: TextAdapterConfig, sam: Sam, clip: ClipModel) -> tuple[ObjectSet, ObjectSet]:
     """The training and held-out object sets of `config` (SAM features, CLIP crop embeddings, targets)."""
     started = time.perf_counter()
-    train_set = build_objects(sam, clip, config.data_seed, config.num_scenes, config.min_area)
-    eval_set = build_objects(sam, clip, config.eval_seed, config.eval_scenes, config.min_area)
+    train_set = _objects(config, config.data, config.data_seed, config.num_scenes, sam, clip, keep_masks=False)
+    eval_set = _objects(config, config.eval_data, config.eval_seed, config.eval_scenes, sam, clip, keep_masks=True)
     log.info("prepared %d training and %d held-out objects in %.0f s", len(train_set.names), len(eval_set.names),
              time.perf_counter() - started)
     return train_set, eval_set
@@ -151,8 +190,9 @@ def load_frozen_models(config: TextAdapterConfig) -> tuple[Sam, ClipModel]:
     from samflow.devices import resolve_device
 
     device = resolve_device(config.device)
-    sam = build_sam(config.sam if config.sam in SHIPPED_WEIGHTS else None, checkpoint=_sam_checkpoint(config.sam),
-                    device=device)
+    model = config.sam_model if config.sam_model is not None else (config.sam if config.sam in SHIPPED_WEIGHTS
+                                                                   else None)
+    sam = build_sam(model, checkpoint=_sam_checkpoint(config.sam), device=device)
     sam.requires_grad_(False)
     return sam, load_clip(config.clip, config.clip_checkpoint, device=device)
 
@@ -181,8 +221,8 @@ def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel
                                           clip_name=clip.config.name, clip_fingerprint=clip.fingerprint,
                                           sam_fingerprint=model_fingerprint(sam))).to(device)
     names, templates = template_embeddings(clip, train_set.names)
-    adapter.text_shift.copy_(modality_shift(train_set, names, templates))
-    captions = CaptionTable(names, templates, adapter) if config.text_mix > 0 else None
+    adapter.text_shift.copy_(modality_shift(train_set, names, templates, config.shift_captions, clip))
+    captions = CaptionTable(names, templates, adapter) if config.text_mix > 0 and names else None
     started = time.perf_counter()
     pretrain_heatmaps(adapter, sam, train_set, config, generator, captions)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -212,9 +252,20 @@ def train_text_adapter(config: TextAdapterConfig, prepared: tuple[Sam, ClipModel
         figures["text_pointing"] = pointing_accuracy(adapter, clip, sam, eval_set)
     figures.update(train_minutes=minutes, steps=step, final_loss=float(np.mean(losses[-100:])) if losses else 0.0)
     out = Path(config.out) if config.out else adapter_path_for(_sam_checkpoint(config.sam))
+    adapter.clip_source = _clip_source(config)
     save_adapter(adapter, out)
     log.info("wrote %s: %s", out, {k: round(v, 4) for k, v in figures.items()})
     return figures
+
+
+def _clip_source(config: TextAdapterConfig) -> dict[str, str | None]:
+    """Where the text models find this run's CLIP again: a shipped name as it is, files as absolute paths."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+    if config.clip in SHIPPED_CLIP and config.clip_checkpoint is None:
+        return {"model": config.clip, "checkpoint": None}
+    return {"model": absolute(config.clip), "checkpoint": absolute(config.clip_checkpoint)}
 
 
 def load_text_adapter_config(path: str | Path) -> TextAdapterConfig:

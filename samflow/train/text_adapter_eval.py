@@ -1,5 +1,5 @@
 """The text adapter on held-out scenes: full-resolution mIoU of the text, image and text + one click prompts, and
-how often a caption's first click lands on its object."""
+how often a caption's first click lands on its object. Data without names (SA-1B) has only the image-path figures."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from samflow.train.text_adapter_losses import decode
 
 @torch.no_grad()
 def pointing_accuracy(adapter: PromptAdapter, clip: ClipModel, sam: Sam, objects: ObjectSet) -> float:
-    """How often the first click of a caption's text prompt lands on its object (objects unique in their scene)."""
-    rows = torch.nonzero(objects.unique).flatten().to(objects.features.device)
+    """How often the first click of a caption's text prompt lands on its object (named objects unique in their
+    scene; nan without any)."""
+    rows = torch.nonzero(objects.unique & objects.named).flatten().to(objects.features.device)
+    if not len(rows):
+        return float("nan")
     emb = adapter.text_to_image_space(text_embeddings(clip, [objects.names[i] for i in rows.tolist()], None))
     cfg = adapter.config
     out = adapter.net(emb).view(-1, cfg.num_clicks + cfg.num_tokens, cfg.token_dim)
@@ -34,11 +37,15 @@ def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectS
              ) -> dict[str, float]:
     """Full-resolution mIoU over the objects unique in their scene: text path, image path, and text + one
     corrective click (at the pixel of the error region farthest from its boundary, the usual protocol), each one
-    decoder call."""
+    decoder call. Without names (SA-1B: the paper's recipe) only the image path and the one-click reference."""
     from samflow.ops.distance import farthest_point
 
-    rows = torch.nonzero(objects.unique).flatten().cpu()
-    text_emb = text_embeddings(clip, [objects.names[i] for i in rows], None)
+    with_names = objects.unique & objects.named
+    named = bool(with_names.any())  # the text path needs names: over the named objects, else the image path alone
+    rows = torch.nonzero(with_names if named else objects.unique).flatten().cpu()
+    click = click and named
+    if named:
+        text_emb = text_embeddings(clip, [objects.names[i] for i in rows], None)
     size = sam.image_encoder.img_size
     device = objects.features.device
     sums = {"text": 0.0, "image": 0.0, "text_click": 0.0, "point": 0.0}
@@ -47,15 +54,16 @@ def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectS
         feats = objects.features[objects.scene[part.to(device)]].float()
         # Objects have at least min_area >= 1 pixels: no target is empty, so mask_iou's 1 for empty/empty never counts.
         gt = torch.from_numpy(np.stack([objects.masks[i] for i in part])).to(device)
-        tokens = {"text": adapter.prompt_tokens(text_emb[start : start + 64], sam, feats, text=True),
-                  "image": adapter.prompt_tokens(objects.image_emb[part.to(device)], sam, feats, text=False)}
+        tokens = {"image": adapter.prompt_tokens(objects.image_emb[part.to(device)], sam, feats, text=False)}
+        if named:
+            tokens["text"] = adapter.prompt_tokens(text_emb[start : start + 64], sam, feats, text=True)
         preds = {}
         for name, tok in tokens.items():
             logits, _ = decode(sam, feats, tok)
             preds[name] = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
             sums[name] += float(mask_iou(preds[name], gt).sum())
         # Reference: SAM with one click at the object's interior point (the synthetic annotation's), no text.
-        logits, _ = decode(sam, feats, tokens["text"][:, :0], objects.points[part.to(device)])
+        logits, _ = decode(sam, feats, tokens["image"][:, :0], objects.points[part.to(device)])
         full = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
         sums["point"] += float(mask_iou(full, gt).sum())
         if click:
@@ -70,6 +78,7 @@ def evaluate(sam: Sam, clip: ClipModel, adapter: PromptAdapter, objects: ObjectS
                                torch.tensor(labels, dtype=torch.int, device=device))
             full = F.interpolate(logits[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
             sums["text_click"] += float(mask_iou(full, gt).sum())
-    figures = {f"{k}_miou": v / max(len(rows), 1) for k, v in sums.items() if click or k != "text_click"}
+    figures = {f"{k}_miou": v / max(len(rows), 1) for k, v in sums.items()
+               if (click or k != "text_click") and (named or k != "text")}
     figures["objects"] = float(len(rows))
     return figures

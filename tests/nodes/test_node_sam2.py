@@ -398,8 +398,9 @@ def test_hiera_tiny_by_name_in_a_graph_and_in_segment(picture, hiera_tiny):
 
 def test_detect_segment_decodes_a_sam2_embedding(ctx, picture, checkpoint, model):
     """Detections on a SAM 2 embedding: one SAM 2 mask per box, as Sam2Predictor gives them (refined too)."""
-    from samflow.engine.types.detect import Detections
     from samflow.nodes.detect import SegmentDetections as DetectSegment
+
+    from samflow.engine.types.detect import Detections
 
     embedding = _encode(ctx, picture, checkpoint)
     boxes = np.array([[20, 10, 60, 40], [0, 0, 45, 30]], np.float32)

@@ -17,7 +17,9 @@ embeddings. Contrastive CLIPs leave a constant offset between the two modalities
 stores the mean image-minus-text offset measured on its training captions and adds it to text embeddings.
 
 Saved as safetensors beside the SAM checkpoint (`sam_tiny.safetensors` -> `sam_tiny_text_adapter.safetensors`),
-with its sizes and the fingerprints of the CLIP and SAM weights it was trained with in the metadata.
+with its sizes and the fingerprints of the CLIP and SAM weights it was trained with in the metadata; also, when
+known, where that CLIP's weights were (`clip_source`: the text models load it by default) and the calibrated
+presence decision (`presence`, samflow.models.text.presence: when a text names nothing in the image).
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from samflow.errors import CheckpointError, InputError
+from samflow.models.text.presence import PRESENCE_KEY, PresenceCalibration
 from samflow.models.weights import read_tensor_file
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "samflow_text_adapter"
+CLIP_SOURCE_KEY = "samflow_text_adapter_clip"  # {"model": name or config JSON path, "checkpoint": path or null}
 ADAPTER_SUFFIX = "_text_adapter.safetensors"
 
 
@@ -85,6 +89,10 @@ class PromptAdapter(nn.Module):
         self.click_embed = nn.Parameter(torch.zeros(m, c))
         # image mean - text mean of the CLIP it was trained with (see module doc); zeros until measured.
         self.register_buffer("text_shift", torch.zeros(config.clip_dim))
+        # Saved in the file's metadata beside the weights: the calibrated presence decision (None: never
+        # calibrated, so texts are never refused by default) and where the CLIP it was trained with lies.
+        self.presence: PresenceCalibration | None = None
+        self.clip_source: dict[str, str | None] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -171,14 +179,20 @@ def adapter_path_for(sam_checkpoint: str | Path) -> Path:
 
 
 def save_adapter(adapter: PromptAdapter, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write the adapter as safetensors with its config embedded; atomically."""
+    """Write the adapter as safetensors with its config (and presence calibration, CLIP source) embedded;
+    atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in adapter.state_dict().items()}
+    metadata = {CONFIG_KEY: adapter.config.model_dump_json()}
+    if adapter.presence is not None:
+        metadata[PRESENCE_KEY] = adapter.presence.model_dump_json()
+    if adapter.clip_source is not None:
+        metadata[CLIP_SOURCE_KEY] = json.dumps(adapter.clip_source, sort_keys=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={CONFIG_KEY: adapter.config.model_dump_json(), **(extra_metadata or {})})
+    save_file(tensors, str(tmp), metadata={**metadata, **(extra_metadata or {})})
     tmp.replace(path)
     return path
 
@@ -195,4 +209,12 @@ def load_adapter(path: str | Path, device: str | torch.device | None = None) -> 
     if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
         raise CheckpointError(f"{path}: tensors do not match the adapter sizes in its metadata")
     adapter.load_state_dict(state)
+    try:
+        if PRESENCE_KEY in metadata:
+            adapter.presence = PresenceCalibration.model_validate_json(metadata[PRESENCE_KEY])
+        if CLIP_SOURCE_KEY in metadata:
+            source = json.loads(metadata[CLIP_SOURCE_KEY])
+            adapter.clip_source = {"model": source.get("model"), "checkpoint": source.get("checkpoint")}
+    except (ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: unreadable presence or CLIP metadata: {exc}") from None
     return adapter.eval().to(device or "cpu")
