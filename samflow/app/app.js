@@ -34,6 +34,22 @@
   // run_ms (onnxruntime's session.run) or server_ms (the server's decoder)}.
   const timings = [];
 
+  // Settings of decoding in the browser: the decoder's precision ("fp32", or "int8": the quantised decoder), as
+  // chosen in the panel (kept in this browser) or given in the address (?decoder=int8), and the WebAssembly
+  // threads (?threads=N; default min(cores, 4) on a crossOriginIsolated page).
+  const params = new URLSearchParams(location.search);
+  const PRECISION_KEY = "samflow.decoder";
+  function storedPrecision() {
+    try {
+      return localStorage.getItem(PRECISION_KEY);
+    } catch (_) { return null; } // storage disabled
+  }
+  const settings = {
+    precision: (params.get("decoder") || storedPrecision()) === "int8" ? "int8" : "fp32",
+    threads: params.has("threads") ? Number.parseInt(params.get("threads"), 10) : undefined,
+    proxy: params.get("proxy") === "1",
+  };
+
   // The service's fetch: every request of the app (and of decode.js) goes through here.
   function apiFetch(path, options = {}) {
     return fetch(path, options);
@@ -154,8 +170,18 @@
   function showDecoder() {
     document.body.dataset.decoder = state.decoder;
     const info = decoder && decoder.info;
+    const runtime = decoder && decoder.runtime;
+    if (runtime) {
+      document.body.dataset.threads = String(runtime.threads);
+      document.body.dataset.precision = runtime.precision;
+    }
+    $("precision").value = settings.precision;
+    $("precision").disabled = state.decoder === "pending" || !runtime;
+    const threads = runtime && `${runtime.threads} thread${runtime.threads === 1 ? "" : "s"}`
+      + (runtime.isolated ? "" : ", page not cross-origin isolated");
     $("decoder").textContent = state.decoder === "browser"
-      ? `Clicks are decoded in this browser (onnxruntime-web ${info.runtime_version}, WebAssembly; ${info.model}).`
+      ? `Clicks are decoded in this browser (onnxruntime-web ${info.runtime_version}, WebAssembly, ${threads}; `
+        + `${info.model}, ${runtime.precision === "int8" ? "int8" : "float32"} decoder).`
       : state.decoder === "server"
         ? `Clicks are decoded on the server: ${state.decoderNote}`
         : "Loading the decoder into this browser…";
@@ -252,13 +278,37 @@
   const decoderReady = (async () => {
     try {
       if (!decoder) throw new Error("decode.js did not load");
-      await decoder.init(apiFetch);
+      await decoder.init(apiFetch, settings);
       state.decoder = "browser";
     } catch (err) {
       fallBack(`browser decoding is unavailable (${err.message}).`);
     }
     showDecoder();
   })();
+
+  // The panel's decoder choice: load the other decoder file (clicks meanwhile go to the server).
+  async function changePrecision(precision) {
+    settings.precision = precision;
+    try {
+      localStorage.setItem(PRECISION_KEY, precision);
+    } catch (_) { /* storage disabled: for this page only */ }
+    await decoderReady;
+    if (!decoder.runtime) return; // the runtime never loaded: the server decodes
+    let embedding = state.embedding;
+    state.decoder = "pending";
+    showDecoder();
+    try {
+      await decoder.init(apiFetch, settings);
+      if (state.imageId !== null && !(embedding && embedding.imageId === state.imageId)) {
+        embedding = await decoder.loadEmbedding(apiFetch, state.imageId); // an image opened meanwhile
+      }
+      state.embedding = embedding;
+      state.decoder = "browser";
+    } catch (err) {
+      fallBack(`the ${precision} decoder could not be loaded (${err.message}).`);
+    }
+    showDecoder();
+  }
 
   function fallBack(note) {
     state.decoder = "server";
@@ -609,6 +659,7 @@
       state.maskInput = null;
     });
   });
+  $("precision").addEventListener("change", (event) => changePrecision(event.target.value));
   $("cycle").addEventListener("click", cycle);
   $("accept").addEventListener("click", accept);
   $("undo").addEventListener("click", undo);

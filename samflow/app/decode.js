@@ -1,13 +1,26 @@
 // samflow browser decoding: SAM's prompt encoder and mask decoder run in this browser with onnxruntime-web (its
-// WebAssembly backend, one thread: no cross-origin isolation needed), on the image embedding the server computed
-// once. The runtime (ort/), the decoder (api/models/NAME/decoder.onnx: segment-anything's ONNX interface, all four
+// WebAssembly backend), on the image embedding the server computed once. The service sends COOP/COEP headers, so
+// the page is crossOriginIsolated and the runtime decodes with min(hardwareConcurrency, 4) threads (one thread on
+// a page that is not isolated, e.g. behind a proxy that drops the headers). The runtime (ort/), the decoder (api/models/NAME/decoder.onnx: segment-anything's ONNX interface, all four
 // masks) and the embedding (api/images/ID/embedding: raw little-endian floats) all come from the service, so this
 // works with no other network. Also COCO RLE encoding, for exporting masks decoded here.
 "use strict";
 
 window.samflowDecoder = (() => {
+  const MAX_THREADS = 4; // more threads hardly help the decoder (its operations are small) and cost memory
   let info = null;
   let session = null;
+  let runtime = null; // {threads, isolated, precision, decoderBytes}: how this page decodes
+  let running = Promise.resolve(); // the last session.run
+
+  // The WebAssembly threads to ask for: `wanted` (a setting) or min(cores, MAX_THREADS), 1 where the page is not
+  // crossOriginIsolated (no SharedArrayBuffer: the runtime would fall back to one thread, with a warning).
+  function threadCount(wanted) {
+    if (!self.crossOriginIsolated) return 1;
+    const cores = navigator.hardwareConcurrency || 1;
+    const n = Number.isInteger(wanted) && wanted > 0 ? wanted : Math.min(cores, MAX_THREADS);
+    return Math.max(1, Math.min(n, 16));
+  }
 
   async function errorText(response) {
     try {
@@ -28,8 +41,9 @@ window.samflowDecoder = (() => {
   }
 
   // Load the runtime and the served model's decoder; resolves to the decoder's description (GET api/decoder).
-  // `fetchFn` is the app's fetch (it may add the service's token).
-  async function init(fetchFn) {
+  // `fetchFn` is the app's fetch (it may add the service's token). options: `threads` (default: see threadCount),
+  // `precision` "fp32" (default) or "int8" (the dynamically quantised decoder: smaller; see `runtime`).
+  async function init(fetchFn, options = {}) {
     if (typeof WebAssembly !== "object" || typeof WebAssembly.instantiate !== "function") {
       throw new Error("this browser has no WebAssembly");
     }
@@ -40,16 +54,29 @@ window.samflowDecoder = (() => {
     if (!window.ort) await loadScript(decoder.runtime);
     const ort = window.ort;
     if (!ort || !ort.InferenceSession) throw new Error("the runtime did not load");
-    ort.env.wasm.numThreads = 1;
-    ort.env.wasm.proxy = false;
-    ort.env.wasm.wasmPaths = new URL(decoder.wasm_paths, document.baseURI).href;
-    ort.env.logLevel = "error";
-    const response = await fetchFn(decoder.decoder);
-    if (!response.ok) throw new Error(`${decoder.decoder}: ${await errorText(response)}`);
+    const precision = options.precision === "int8" ? "int8" : "fp32";
+    if (!runtime) { // the runtime's threads are fixed once its WebAssembly is loaded (the first session)
+      ort.env.wasm.numThreads = threadCount(options.threads);
+      ort.env.wasm.proxy = options.proxy === true;
+      ort.env.wasm.wasmPaths = new URL(decoder.wasm_paths, document.baseURI).href;
+      ort.env.logLevel = "error";
+    }
+    const url = precision === "int8" ? decoder.decoder_int8 : decoder.decoder;
+    const response = await fetchFn(url);
+    if (!response.ok) throw new Error(`${url}: ${await errorText(response)}`);
     const bytes = new Uint8Array(await response.arrayBuffer());
-    session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"],
+    const created = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"],
       graphOptimizationLevel: "all" });
+    const previous = session;
+    session = created;
+    if (previous) {
+      await running.catch(() => {}); // a decoding still on the old session finishes first
+      await previous.release();
+    }
     info = decoder;
+    // numThreads as the runtime took it (it falls back to 1 where threads do not work).
+    runtime = { threads: ort.env.wasm.numThreads, isolated: self.crossOriginIsolated === true, precision,
+      decoderBytes: bytes.byteLength };
     // One decoding of a blank embedding now: the first real click would otherwise pay the runtime's warm-up.
     const blank = { origSize: [decoder.image_size, decoder.image_size],
       tensor: new ort.Tensor("float32", new Float32Array(decoder.embedding_shape.reduce((x, y) => x * y, 1)),
@@ -141,7 +168,8 @@ window.samflowDecoder = (() => {
       orig_im_size: new ort.Tensor("float32", new Float32Array([height, width]), [2]),
     };
     const started = performance.now();
-    const out = await session.run(feeds);
+    running = session.run(feeds);
+    const out = await running;
     const runMs = performance.now() - started;
     const logits = out.masks.data;
     const scores = out.iou_predictions.data;
@@ -224,7 +252,8 @@ window.samflowDecoder = (() => {
   }
 
   return {
-    init, loadEmbedding, decode, encodeRle, maskBbox, inputScale,
+    init, loadEmbedding, decode, encodeRle, maskBbox, inputScale, threadCount,
     get info() { return info; },
+    get runtime() { return runtime; },
   };
 })();

@@ -5,11 +5,16 @@ machine, so a click costs the server nothing.
   the ONNX tools are installed), as `DecoderInfo`;
 - `GET /api/models/{name}/decoder.onnx`: the served model's decoder with the official segment-anything ONNX
   interface, all four masks (`samflow.export.export_decoder(multimask=True)`), exported once per process and
-  kept in memory; an ETag (the weights' fingerprint) lets browsers keep their copy;
+  kept in memory; an ETag (the weights' fingerprint) lets browsers keep their copy; `?quantized=1`: that file
+  with int8 dynamic quantisation (`samflow.export.quantize_decoder`, as the official export's --quantize-out and
+  the paper's web demo): 3.3 times smaller, its masks within a few boundary pixels of the float32 one's;
 - `GET /api/images/{id}/embedding[?dtype=float16]`: the image embedding as raw little-endian bytes, (1, C, h, w)
   C-order, with its shape, dtype, the image size (`orig_im_size`) and the resized size in headers;
 - `GET /ort/{file}`: onnxruntime-web's WASM runtime, shipped in samflow/app/ort/ (the WebAssembly file gzipped,
-  sent with `Content-Encoding: gzip`), so the app needs no network beyond this service.
+  sent with `Content-Encoding: gzip`), so the app needs no network beyond this service: the classic script
+  `ort.wasm.min.js` imports the Emscripten loader `ort-wasm-simd-threaded.mjs` (which also starts the runtime's
+  worker threads, as module workers of that same file) and that loads `ort-wasm-simd-threaded.wasm` (one build,
+  SIMD and threads; threads need a crossOriginIsolated page: security.py sends COOP/COEP).
 
 Text prompts and graph runs stay on the server (`POST /api/images/{id}/segment`, `POST /api/graphs/run`); the app
 falls back to the server for clicks too when the browser cannot decode.
@@ -66,6 +71,8 @@ class DecoderInfo(BaseModel):
                                        "X-Model-Key")
     decoder: str = Field(description="the decoder ONNX file (official interface, all masks: the single-mask "
                                      "output first, then the three ambiguity-aware ones)")
+    decoder_int8: str = Field(description="the same decoder with int8 dynamic quantisation (smaller; masks "
+                                          "within a few boundary pixels)")
     runtime: str = Field(description="onnxruntime-web's script (WASM backend)")
     wasm_paths: str = Field(description="where the runtime finds its .mjs and .wasm files")
     runtime_version: str
@@ -85,21 +92,21 @@ class _Decoders:
     """Exported decoder files by model fingerprint: exported once per process (a few seconds), kept in memory."""
 
     def __init__(self) -> None:
-        self._files: OrderedDict[str, bytes | ApiError] = OrderedDict()
-        self._lock = threading.Lock()
+        self._files: OrderedDict[tuple[str, bool], bytes | ApiError] = OrderedDict()
+        self._lock = threading.RLock()  # the int8 file is made from the float32 one, under the same lock
 
-    def get(self, model: torch.nn.Module, key: str) -> bytes:
+    def get(self, model: torch.nn.Module, key: str, quantized: bool = False) -> bytes:
         with self._lock:  # one export at a time; later callers find it done (or failed: not tried again)
-            data = self._files.get(key)
+            data = self._files.get((key, quantized))
             if data is None:
                 try:
-                    data = _export(model)
+                    data = _quantize(self.get(model, key)) if quantized else _export(model)
                 except ApiError as exc:
                     data = exc
-                self._files[key] = data
-                while len(self._files) > MAX_DECODERS:
+                self._files[(key, quantized)] = data
+                while len(self._files) > 2 * MAX_DECODERS:
                     self._files.popitem(last=False)
-            self._files.move_to_end(key)
+            self._files.move_to_end((key, quantized))
         if isinstance(data, ApiError):
             raise data
         return data
@@ -121,6 +128,22 @@ def _export(model: torch.nn.Module) -> bytes:
         log.warning("no decoder for browsers: %s", exc)
         raise ApiError(503, "browser_decoding_unavailable", str(exc)) from exc
     log.info("exported the decoder for browsers in %.1f s (%d bytes)", time.perf_counter() - started, len(data))
+    return data
+
+
+def _quantize(fp32: bytes) -> bytes:
+    from samflow.export import ExportError, quantize_decoder
+
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="samflow-decoder-") as tmp:
+            source = Path(tmp) / "decoder.onnx"
+            source.write_bytes(fp32)
+            data = quantize_decoder(source, Path(tmp) / "decoder_int8.onnx").read_bytes()
+    except ExportError as exc:  # no onnxruntime.quantization here: the app keeps the float32 decoder
+        log.warning("no int8 decoder for browsers: %s", exc)
+        raise ApiError(503, "browser_decoding_unavailable", str(exc)) from exc
+    log.info("quantised the decoder for browsers in %.1f s (%d bytes)", time.perf_counter() - started, len(data))
     return data
 
 
@@ -153,7 +176,7 @@ def decoder_info(request: Request) -> DecoderInfo:
     grid = config.embedding_size
     reason = _onnx_missing()
     return DecoderInfo(model=name, model_key=model_fingerprint(model), decoder=f"api/models/{name}/decoder.onnx",
-                       runtime=f"ort/{ORT_SCRIPT}", wasm_paths="ort/", runtime_version=ORT_VERSION,
+                       decoder_int8=f"api/models/{name}/decoder.onnx?quantized=1", runtime=f"ort/{ORT_SCRIPT}", wasm_paths="ort/", runtime_version=ORT_VERSION,
                        available=reason is None, reason=reason, image_size=config.image_size,
                        embedding_shape=[1, config.prompt_embed_dim, grid, grid], low_res_size=[4 * grid, 4 * grid],
                        mask_threshold=float(model.mask_threshold),
@@ -162,12 +185,14 @@ def decoder_info(request: Request) -> DecoderInfo:
 
 @router.get("/api/models/{name}/decoder.onnx", tags=["browser decoding"], response_class=Response,
             responses={**_errors(404, 503), 200: {"content": {"application/octet-stream": {}}}})
-def decoder_onnx(name: str, request: Request) -> Response:
+def decoder_onnx(name: str, request: Request, quantized: bool = False) -> Response:
     """The served model's prompt encoder and mask decoder as ONNX, with segment-anything's interface (inputs
     `image_embeddings`, `point_coords` in the resized-longest-side frame, `point_labels`, `mask_input`,
     `has_mask_input`, `orig_im_size`; outputs `masks` (1, 4, H, W) logits, `iou_predictions`, `low_res_masks`).
-    Exported on the first request (seconds), then kept. 404 `unknown_model` for a model this service does not
-    serve, 503 `browser_decoding_unavailable` without the onnx package."""
+    Exported on the first request (seconds), then kept. `quantized=1`: the same decoder with int8 dynamic
+    quantisation (weights uint8, activations quantised at run time; made on its first request). 404
+    `unknown_model` for a model this service does not serve, 503 `browser_decoding_unavailable` without the onnx
+    package (or, for `quantized`, onnxruntime)."""
     from samflow.models.sam import model_fingerprint
 
     service = request.app.state.service
@@ -175,14 +200,14 @@ def decoder_onnx(name: str, request: Request) -> Response:
         raise ApiError(404, "unknown_model", f"this service serves the model {service.settings.model!r}, not "
                                              f"{name!r}")
     key = model_fingerprint(service.model)
-    etag = f'"{key}"'
+    etag = f'"{key}-int8"' if quantized else f'"{key}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     reason = _onnx_missing()
     if reason:
         raise ApiError(503, "browser_decoding_unavailable", reason)
-    data = DECODERS.get(service.model, key)
+    data = DECODERS.get(service.model, key, quantized)
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 

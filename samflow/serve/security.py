@@ -14,6 +14,14 @@
    TOKEN`, `X-Samflow-Token: TOKEN`, or the `samflow_token` cookie, which a browser gets by opening any page once
    with `?token=TOKEN` (HttpOnly, SameSite=Strict; the address is then redirected without it); else 401
    `unauthorized`.
+
+Every answer that passes carries `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and cross-origin
+isolation: `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp` (the app's
+page, the docs, and onnxruntime-web's worker script, which a page with COEP may only start when it has COEP too)
+and `Cross-Origin-Resource-Policy: same-origin` (no page elsewhere may embed the service's images, embeddings or
+files with `<img>`/`<script>`; origins listed with --cors-origin read through CORS, which this does not limit).
+So the app's page is `crossOriginIsolated`: it has SharedArrayBuffer, which onnxruntime-web needs to decode with
+several threads. The service's own pages load nothing from elsewhere, so COEP blocks nothing they use.
 """
 
 from __future__ import annotations
@@ -35,6 +43,11 @@ TOKEN_HEADER = b"x-samflow-token"
 WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 UPLOAD_TYPES = ("image/", "application/octet-stream", "multipart/form-data")
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# On every answer that passes the guard (see the module docstring).
+RESPONSE_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                    (b"cross-origin-opener-policy", b"same-origin"),
+                    (b"cross-origin-embedder-policy", b"require-corp"),
+                    (b"cross-origin-resource-policy", b"same-origin")]
 
 
 def is_loopback(host: str) -> bool:
@@ -157,7 +170,7 @@ class RequestGuard:
 
         async def guarded_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                extra = list(RESPONSE_HEADERS)
                 if cross_origin is not None:
                     extra += [(b"access-control-allow-origin", cross_origin), (b"vary", b"Origin")]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}

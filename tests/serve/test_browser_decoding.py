@@ -272,4 +272,8 @@ def test_browser_decoding_behind_the_access_token(browser, scene):
         app_page.click(100, 60)
         assert app_page.page.evaluate("samflowApp.timings[0].path") == "browser"
         assert app_page.segment_requests() == 0
+        # COOP/COEP: the page is isolated, so the runtime decodes with min(cores, 4) threads
+        assert app_page.page.evaluate("self.crossOriginIsolated") is True
+        cores = app_page.page.evaluate("navigator.hardwareConcurrency")
+        assert app_page.page.evaluate("samflowDecoder.runtime.threads") == min(cores, 4)
         app_page.close()

@@ -156,3 +156,15 @@ def test_browser_endpoints_need_the_token(make_client, scene_png):
                      "/ort/ort.wasm.min.js"):
             error(client.get(path), 401, "unauthorized")
             assert client.get(path, headers=auth).status_code == 200, path
+
+
+def test_pages_and_runtime_files_are_cross_origin_isolated(make_client):
+    """COOP + COEP on the app's page and the runtime's files (so the page is crossOriginIsolated and onnxruntime-web
+    may decode with several threads), CORP on what other sites must not embed."""
+    with make_client() as client:
+        for path in ("/", "/ort/ort.wasm.min.js", "/api/decoder"):
+            response = client.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["cross-origin-opener-policy"] == "same-origin", path
+            assert response.headers["cross-origin-embedder-policy"] == "require-corp", path
+            assert response.headers["cross-origin-resource-policy"] == "same-origin", path
