@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(the same protocol), instances (box prompts from --detections, COCO/LVIS mask AP), proposals (automatic "
         "masks, mask AR@10/100/1000), edges (BSDS500 ODS/OIS/AP/R50), text (text-to-mask mIoU). DATASET: an SA-1B "
         "folder, a folder with images/ and masks/ (instance-mask PNGs), a COCO or LVIS .json (images beside it, or "
-        "--images), a BSDS500 data folder (edges), or synthetic:SEED:N[:SIZE].",
+        "--images), a BSDS500 data folder (edges), synthetic:SEED:N[:SIZE] or synthetic-hard:SEED:N[:SIZE] (the "
+        "evaluation-only hard style).",
     )
     p.add_argument("datasets", nargs="+", metavar="DATASET")
     p.add_argument("--task", choices=TASKS, help="the experiment to run (default: the points protocol, printed)")

@@ -1,4 +1,5 @@
-"""`samflow synth`: write a synthetic SA-1B style dataset of coloured shapes (see samflow.data.synthetic)."""
+"""`samflow synth`: write a synthetic SA-1B style dataset of coloured shapes (see samflow.data.synthetic; with
+`--style hard`, samflow.data.synthetic_hard, the evaluation-only style)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import time
 
 from samflow.data.synthetic import write_dataset
+from samflow.data.synthetic_hard import write_hard_dataset
 from samflow.errors import InputError
 
 
@@ -35,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--start", type=int, default=1, help="index of the first scene (default 1), for sharding")
     p.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
+    p.add_argument(
+        "--style",
+        choices=("plain", "hard"),
+        default="plain",
+        help="plain: the training scenes (default); hard: the evaluation-only style (occluded, thin and small "
+        "objects, textured backgrounds, blur, noise, JPEG; samflow eval synthetic-hard:SEED:N renders the same)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -43,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise InputError(f"--n must not be negative, got {args.n}")
     t0 = time.perf_counter()
-    stats = write_dataset(
+    write = write_hard_dataset if args.style == "hard" else write_dataset
+    stats = write(
         args.out,
         args.n,
         args.seed,

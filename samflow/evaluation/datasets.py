@@ -2,6 +2,8 @@
 
 - `synthetic:SEED:N[:SIZE]`: N synthetic scenes of dataset SEED, rendered on the fly (scene i as `samflow synth`
   writes it);
+- `synthetic-hard:SEED:N[:SIZE]`: the same for the evaluation-only hard style (samflow.data.synthetic_hard: occluded,
+  thin and small objects, textured backgrounds, JPEG; scene i as `samflow synth --style hard` writes it);
 - a folder with `images/` and `masks/`: instance-mask PNGs (samflow.data.instance_folders);
 - any other folder: SA-1B layout (`NAME.json` beside `NAME.jpg`);
 - a `.json` file: COCO instances (images beside it, or in `images`); for instance and proposal evaluation also LVIS
@@ -22,14 +24,25 @@ from samflow.data.bsds import BoundarySample
 from samflow.data.samples import Sample
 from samflow.errors import InputError
 
-__all__ = ["SyntheticScenes", "load_boundary_dataset", "load_dataset", "parse_synthetic", "synthetic_scenes"]
+__all__ = ["SYNTHETIC_STYLES", "SyntheticScenes", "load_boundary_dataset", "load_dataset", "parse_synthetic",
+           "synthetic_scenes"]
+
+# Spec prefix -> scene style: samflow.data.synthetic (what the shipped models were trained on) and
+# samflow.data.synthetic_hard (for evaluation only).
+SYNTHETIC_STYLES = {"synthetic": "plain", "synthetic-hard": "hard"}
+# Scene sizes a spec may ask for (pixels per side): big enough for objects, small enough to render in memory.
+MIN_SCENE_SIZE, MAX_SCENE_SIZE = 32, 4096
 
 
 class SyntheticScenes(Sequence[Sample]):
-    """`n` synthetic scenes of dataset `seed` (scene i as `samflow synth --seed` writes sa_{i:06d}), rendered lazily."""
+    """`n` synthetic scenes of dataset `seed` (scene i as `samflow synth --seed` writes sa_{i:06d}), rendered lazily;
+    `style` "plain" (samflow.data.synthetic) or "hard" (samflow.data.synthetic_hard, `samflow synth --style hard`)."""
 
-    def __init__(self, seed: int, n: int, size: int = 256, start: int = 1) -> None:
-        self.seed, self.n, self.size, self.start = seed, n, size, start
+    def __init__(self, seed: int, n: int, size: int = 256, start: int = 1, style: str = "plain") -> None:
+        if style not in SYNTHETIC_STYLES.values():
+            raise InputError(f"synthetic scene style must be one of {sorted(SYNTHETIC_STYLES.values())}, "
+                             f"got {style!r}")
+        self.seed, self.n, self.size, self.start, self.style = seed, n, size, start, style
 
     def __len__(self) -> int:
         return self.n
@@ -39,33 +52,43 @@ class SyntheticScenes(Sequence[Sample]):
 
         if not 0 <= index < self.n:
             raise IndexError(index)
-        scene = render_scene(scene_rng(self.seed, self.start + index), self.size)
+        if self.style == "hard":
+            from samflow.data.synthetic_hard import hard_scene_rng, render_hard_scene
+
+            scene = render_hard_scene(hard_scene_rng(self.seed, self.start + index), self.size)
+        else:
+            scene = render_scene(scene_rng(self.seed, self.start + index), self.size)
         return Sample(image=scene.image, masks=scene.masks, annotations=scene.annotations,
                       file_name=scene_file_stem(self.start + index) + ".png")
 
 
-def synthetic_scenes(seed: int, n: int, size: int = 256) -> SyntheticScenes:
-    return SyntheticScenes(seed, n, size)
+def synthetic_scenes(seed: int, n: int, size: int = 256, style: str = "plain") -> SyntheticScenes:
+    return SyntheticScenes(seed, n, size, style=style)
 
 
 def parse_synthetic(spec: str) -> SyntheticScenes:
-    """`synthetic:SEED:N[:SIZE]` -> the scenes; an InputError naming the form otherwise."""
+    """`synthetic:SEED:N[:SIZE]` or `synthetic-hard:SEED:N[:SIZE]` -> the scenes; an InputError naming the form
+    otherwise."""
     parts = spec.split(":")
+    prefix = parts[0] if parts[0] in SYNTHETIC_STYLES else "synthetic"
     try:
-        if parts[0] != "synthetic" or len(parts) > 4:
+        if parts[0] not in SYNTHETIC_STYLES or len(parts) > 4:
             raise ValueError
         seed, n = int(parts[1]), int(parts[2])
         size = int(parts[3]) if len(parts) > 3 else 256
     except (IndexError, ValueError):
-        raise InputError(f"expected synthetic:SEED:N[:SIZE], got {spec!r}") from None
+        raise InputError(f"expected {prefix}:SEED:N[:SIZE], got {spec!r}") from None
     if n < 1 or seed < 0:
-        raise InputError(f"synthetic:SEED:N needs SEED >= 0 and N >= 1, got {spec!r}")
-    return SyntheticScenes(seed, n, size)
+        raise InputError(f"{prefix}:SEED:N needs SEED >= 0 and N >= 1, got {spec!r}")
+    if not MIN_SCENE_SIZE <= size <= MAX_SCENE_SIZE:
+        raise InputError(f"{prefix}:SEED:N:SIZE needs {MIN_SCENE_SIZE} <= SIZE <= {MAX_SCENE_SIZE} (pixels), "
+                         f"got {spec!r}")
+    return SyntheticScenes(seed, n, size, style=SYNTHETIC_STYLES[parts[0]])
 
 
 def load_dataset(spec: str, images: str | None = None) -> tuple[str, Sequence[Sample]]:
     """A dataset of `Sample`s from a command-line spec (see the module doc); returns (name, samples)."""
-    if spec.startswith("synthetic:"):
+    if spec.startswith(tuple(f"{prefix}:" for prefix in SYNTHETIC_STYLES)):
         return spec, parse_synthetic(spec)
     path = Path(spec)
     if path.is_dir():
@@ -89,8 +112,8 @@ def load_dataset(spec: str, images: str | None = None) -> tuple[str, Sequence[Sa
         from samflow.data.coco import CocoDataset
 
         return path.stem, CocoDataset(path, images or path.parent, skip_empty=True)
-    raise InputError(f"dataset {spec!r} is not an SA-1B folder, a folder with images/ and masks/, a COCO .json file "
-                     "or synthetic:SEED:N")
+    raise InputError(f"dataset {spec!r} is not an SA-1B folder, a folder with images/ and masks/, a COCO .json file, "
+                     "synthetic:SEED:N or synthetic-hard:SEED:N")
 
 
 class _MaskBoundaries(Sequence[BoundarySample]):
