@@ -250,7 +250,8 @@ class SamPredictor:
             full = model.postprocess_masks(low_res[start : start + POSTPROCESS_CHUNK], self.input_size,
                                            self.original_size)
             chunks.append(full if return_logits else full > model.mask_threshold)
-        return torch.cat(chunks, dim=0), iou, low_res
+        # One chunk (the usual case) is returned as is: concatenating would copy every full-size mask once more.
+        return (chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0)), iou, low_res
 
     # --- checks -------------------------------------------------------------------------------------------------
 

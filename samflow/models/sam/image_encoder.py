@@ -27,7 +27,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        # Made contiguous here, once: a permuted view would keep the whole residual stream channels-first in
+        # memory, and every layer norm and residual sum over C would then stride across it (bf16: 1.4x slower).
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
