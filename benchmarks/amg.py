@@ -12,6 +12,9 @@ Both generators get the same embeddings: they are computed once per crop before 
 the encoder time) and handed over, through `embed` for samflow and by replacing `predictor.set_image` for the
 official generator. So the timings cover prompts -> records: decoder, filtering, upsampling, NMS, RLE.
 
+Timed runs use glibc's settled allocator settings; peak memory is measured in one more run of each side with
+large blocks mmapped and freed memory trimmed (so RSS follows live memory; every fresh block then costs page
+faults, which would distort the timings).
 Prints per setting: seconds per image, speed-up, peak RSS rise of each, masks found and how many match (IoU >
 0.99; the two decoders are different code, so logits differ by ~1e-6). `--all-pass` adds a run with
 pred_iou_thresh=0 and stability_score_thresh=0, where every candidate reaches full resolution (the worst case for
@@ -38,14 +41,26 @@ from samflow.predict.amg import SamAutomaticMaskGenerator
 from samflow.predict.predictor import EncodedImage, SamPredictor
 
 
-def _fix_malloc() -> None:
-    """Large blocks always mmapped and freed memory trimmed: RSS then follows live memory, for both sides alike."""
+def _set_malloc(mmap_threshold: int, trim_threshold: int) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB, fixed (no dynamic growth)
+        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD, fixed from now on (no dynamic growth)
+        libc.mallopt(-1, trim_threshold)  # M_TRIM_THRESHOLD
         libc.malloc_trim(0)
     except OSError:
         pass
+
+
+def _memory_malloc() -> None:
+    """Large blocks always mmapped and freed memory trimmed: RSS then follows live memory, for both sides alike.
+    Every fresh block is then faulted in page by page, which costs time: memory is measured in runs of its own."""
+    _set_malloc(1 << 20, 1 << 20)
+
+
+def _timing_malloc() -> None:
+    """glibc's settled defaults (the mmap threshold grows to 32 MiB after the first large free, trimming at twice
+    that), fixed so that the memory runs before do not change the timed ones after."""
+    _set_malloc(32 << 20, 64 << 20)
 
 
 def _key(crop: np.ndarray) -> str:
@@ -114,12 +129,18 @@ def _matches(ours: list[dict], ref: list[dict]) -> int:
 CLOCK = time.perf_counter  # --cpu-time: time.process_time
 
 
-def _measure(fn, repeats: int) -> tuple[float, int, list]:
+def _measure(fn, repeats: int) -> tuple[float, list]:
     gc.collect()
-    _fix_malloc()
+    _timing_malloc()
+    return best_time(fn, repeats, CLOCK)
+
+
+def _peak(fn) -> int:
+    gc.collect()
+    _memory_malloc()
     with PeakRSS() as mem:
-        seconds, result = best_time(fn, repeats, CLOCK)
-    return seconds, mem.peak, result
+        fn()
+    return mem.peak
 
 
 def _compare(name: str, ours_model: torch.nn.Module, ref_model: torch.nn.Module, image: np.ndarray,
@@ -136,14 +157,13 @@ def _compare(name: str, ours_model: torch.nn.Module, ref_model: torch.nn.Module,
     official = _official(ref_model, embeddings, params)
     # Alternate the two (median of `repeats` each), so a change in machine load hits both alike.
     t_ours, t_ref = [], []
-    m_ours = m_ref = 0
     for _ in range(repeats):
-        seconds, peak, r_ours = _measure(lambda: ours.generate(image), 1)
+        seconds, r_ours = _measure(lambda: ours.generate(image), 1)
         t_ours.append(seconds)
-        m_ours = max(m_ours, peak)
-        seconds, peak, r_ref = _measure(lambda: _official_generate(official, image), 1)
+        seconds, r_ref = _measure(lambda: _official_generate(official, image), 1)
         t_ref.append(seconds)
-        m_ref = max(m_ref, peak)
+    m_ours = _peak(lambda: ours.generate(image))
+    m_ref = _peak(lambda: _official_generate(official, image))
     matched = _matches(r_ours, r_ref)
     med_ours, med_ref = statistics.median(t_ours), statistics.median(t_ref)
     print(f"  {name:9s} official {med_ref:8.2f} s (min {min(t_ref):.2f})  peak +{m_ref / 2**20:7.0f} MiB  "
@@ -176,7 +196,6 @@ def main() -> None:
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
-    _fix_malloc()
 
     if args.model == "tiny" and args.checkpoint is None:  # the shipped weights, not random ones
         from official_reference import official_sam
