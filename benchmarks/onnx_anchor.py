@@ -7,8 +7,9 @@ The official segment-anything encoder (`ImageEncoderViT`) and decoder (`segment_
 as the official export script and notebook build it: one click plus the padding point, the best mask brought to
 the image's size, `return_single_mask=True`) are exported with `torch.onnx.export` from an official model holding
 samflow's (random, perturbed) weights, and run on onnxruntime's CPU provider with `intra_op_num_threads` = torch's
-threads and spinning off. The runs are interleaved (A, B, A, B... in one process; medians reported), with a pause
-after every onnxruntime call: its worker threads would otherwise keep a core busy while torch runs.
+threads and spinning off. The runs are interleaved (A, B, A, B... in one process, the order rotated each round;
+medians reported), with the same pause after every call: onnxruntime's worker threads would otherwise keep a core
+busy while torch runs, and every call then starts alike (after an idle pause, as a user's click does).
 
 Rows:
 - encoder, 1024 px input (after the official preprocessing): onnxruntime fp32; samflow fp32; samflow
@@ -97,20 +98,22 @@ def export_decoder(ref: torch.nn.Module, path: Path, full_size: bool = True,
 CLOCK = time.perf_counter  # --cpu-time: time.process_time (with --threads 1: robust on a shared machine)
 
 
-def interleaved(runs: dict[str, Callable[[], object]], rounds: int, pause: float,
-                after_ort: set[str]) -> dict[str, list[float]]:
-    """Seconds of each run, `rounds` times, in turn (one warm-up each first); a pause after every onnxruntime
-    call and a short one after the others."""
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int, pause: float) -> dict[str, list[float]]:
+    """Seconds of each run, `rounds` times, in turn (one warm-up each first), the order rotated every round. The
+    same pause after every call: onnxruntime's threads must stop spinning before the next call, and a call after
+    an idle pause starts with colder caches than one right after another, so every call gets the same start."""
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, fn in runs.items():
-        fn()
-        time.sleep(pause if name in after_ort else 0.05)
-    for _ in range(rounds):
-        for name, fn in runs.items():
+    names = list(runs)
+    for name in names:
+        runs[name]()
+        time.sleep(pause)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             start = CLOCK()
-            fn()
+            runs[name]()
             times[name].append(CLOCK() - start)
-            time.sleep(pause if name in after_ort else 0.05)
+            time.sleep(pause)
     return times
 
 
@@ -142,7 +145,7 @@ def bench_encoder(ours: torch.nn.Module, ours_bf16: torch.nn.Module | None, onnx
             "samflow fp32": keep("fp32", lambda: ours.image_encoder(x))}
     if ours_bf16 is not None:
         runs["samflow bfloat16"] = keep("bf16", lambda: ours_bf16.image_encoder(x.to(ours_bf16.dtype)))
-    times = interleaved(runs, rounds, pause, {"onnxruntime fp32"})
+    times = interleaved(runs, rounds, pause)
     base = statistics.median(times["onnxruntime fp32"])
     print(f"\nimage encoder, {size} px, {rounds} interleaved rounds (seconds per image)")
     for name, values in times.items():
@@ -204,7 +207,7 @@ def bench_decoder(ours: torch.nn.Module, onnx_paths: tuple[Path, Path], threads:
                                                                   multimask_output=True, return_logits=True)),
         "samflow decoder": full("dec", decoder_only),
     }
-    times = interleaved(runs, rounds, pause, {"onnxruntime", "onnxruntime low-res"})
+    times = interleaved(runs, rounds, pause)
     base = statistics.median(times["onnxruntime"])
     print(f"\none click on a {w}x{h} image, {rounds} interleaved rounds (ms)")
     print(f"  onnxruntime (decoder + best mask at {w}x{h})       {spread(times['onnxruntime'], 1e3, 1)} ms")
@@ -229,7 +232,7 @@ def main() -> None:
     parser.add_argument("--model", default="vit_b")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--pause", type=float, default=0.5, help="seconds of rest after each onnxruntime call")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds of rest after every timed call")
     parser.add_argument("--skip-encoder", action="store_true")
     parser.add_argument("--skip-decoder", action="store_true")
     parser.add_argument("--no-bf16", action="store_true", help="leave out samflow's bfloat16 encoder")
