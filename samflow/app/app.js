@@ -456,6 +456,8 @@
     });
     if (!response.ok) throw new Error(await apiError(response));
     const result = await response.json();
+    // A text alone may find nothing: its route refuses absent objects (no mask rather than the nearest shape).
+    if (result.objects.length === 0) throw new Error(`nothing here matches "${body.text}"`);
     const obj = result.objects[0];
     return {
       path: "server", candidates: obj.masks.map((m) => ({ ...m, mask: decodeRle(m.rle) })), best: obj.best,

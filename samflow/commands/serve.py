@@ -39,6 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "same origin only)")
     access.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
                         help="graph runs may read files inside DIR (repeatable; default: no server file is read)")
+    text = parser.add_argument_group("text prompts", "a text alone takes the first of these routes that is set, "
+                                                     "else the model's prompt adapter (samflow.segment's order)")
+    text.add_argument("--text-detector", metavar="DIR",
+                      help="a local Hugging Face zero-shot detector folder (OWL-ViT, OWLv2, Grounding DINO) whose "
+                           "boxes prompt SAM; needs samflow[detect]")
+    text.add_argument("--text-clip", metavar="MODEL",
+                      help="CLIP that ranks automatic masks against the text: clip_tiny, an open_clip config JSON "
+                           "or a CLIP weights file")
+    text.add_argument("--text-box-threshold", type=float, metavar="T",
+                      help="the detector's box score threshold (default: the detector's own)")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-pixels", type=int, default=2048 * 2048,
                         help="pixels segmented per image (width x height); larger uploads are downscaled to fit "
@@ -77,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         embedding_cache_bytes=int(args.cache_mb * MiB) if args.cache_mb is not None else None,
         model_workers=args.workers, graphs=not args.no_graphs, graph_models=graph_models,
         allow_dirs=tuple(args.allow_dir), max_models=args.max_models,
+        text_detector=args.text_detector, text_clip=args.text_clip,
+        text_box_threshold=args.text_box_threshold,
         max_connections=args.max_connections)
     from samflow.serve.app import check_exposure
 

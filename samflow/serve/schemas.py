@@ -71,8 +71,10 @@ class MaskOut(BaseModel):
 
 class ObjectOut(BaseModel):
     label: str | None = Field(None, description="the text prompt, if any")
-    best: int = Field(description="index of the best-scoring mask")
+    best: int = Field(description="index of the best mask (for a text alone, the one the text route picked)")
     masks: list[MaskOut]
+    confidence: float | None = Field(None, description="how sure the text route is of this object (the detector's "
+                                                       "score, or CLIP's cosine); none for clicks and boxes")
 
 
 class SegmentResponse(BaseModel):

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -66,6 +67,9 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, segmenter: Segmenter | None = None) -> None:
         self.settings = settings
+        if settings.text_detector is not None and not Path(settings.text_detector).is_dir():
+            raise InputError(f"text detector {settings.text_detector} is not a folder: give a local Hugging Face "
+                             "zero-shot object detection model folder (config.json and weights)")
         # The served model lives in a pool of its own (or the given segmenter's); graph runs load others into a
         # bounded pool on top of it.
         self.segmenter = segmenter or Segmenter(cache=EmbeddingCache(max_bytes=settings.embedding_cache_bytes),
@@ -183,9 +187,12 @@ class Service:
     def segment(self, image_id: str, request: SegmentRequest) -> SegmentResponse:
         image = self.image(image_id)
         prompts = self._prompts(request, image)
+        text_alone = prompts.texts is not None and prompts.coords is None and prompts.boxes is None
 
         def work() -> tuple[list[ObjectOut], float]:  # decoding and encoding the masks: big arrays, in a slot
             started = time.perf_counter()
+            if text_alone:
+                return self._text_objects(image, prompts.texts or [], request), (time.perf_counter() - started) * 1e3
             prediction = self.segmenter.predict(self.model, image, prompts, multimask=request.multimask)
             decode_ms = (time.perf_counter() - started) * 1e3
             return [ObjectOut(label=prediction.labels[n], best=int(prediction.scores[n].argmax()),
@@ -203,6 +210,27 @@ class Service:
             self._text_ready = True
         h, w = image.size
         return SegmentResponse(image_id=image_id, width=w, height=h, objects=objects, decode_ms=round(decode_ms, 3))
+
+    def _text_objects(self, image: Image, texts: list[str], request: SegmentRequest) -> list[ObjectOut]:
+        """A text alone, through samflow.segment's routes (the operator's detector, else CLIP ranking with the
+        operator's CLIP, else the prompt adapter with its presence check): absent objects give no object. Detections
+        are capped so that the masks returned stay within this service's limits."""
+        from samflow.predict.api import segment
+
+        s = self.settings
+        h, w = image.size
+        candidates = 3 if request.multimask else 1
+        cap = max(1, min(s.max_boxes, s.max_masks // candidates, s.max_mask_pixels // max(1, candidates * h * w)))
+        result = segment(image, text=texts, model=self.model, segmenter=self.segmenter, device=self.device,
+                         multimask=request.multimask, detector=s.text_detector, clip=s.text_clip,
+                         box_threshold=s.text_box_threshold, max_detections=cap)
+        objects = []
+        for n in range(len(result)):
+            best = int(result.best[n]) if result.best is not None else int(result.candidate_scores[n].argmax())
+            confidence = None if result.confidence is None else float(result.confidence[n])
+            objects.append(ObjectOut(label=result.labels[n], best=best, confidence=confidence,
+                                     masks=masks_out(result.candidates[n], result.candidate_scores[n], request.png)))
+        return objects
 
     def _prompts(self, request: SegmentRequest, image: Image) -> Prompts:
         s = self.settings

@@ -47,6 +47,11 @@ class ServiceSettings:
     graphs: bool = True  # offer POST /api/graphs/run
     graph_models: tuple[str, ...] | None = None  # SAM presets a graph may name (None: `model` only)
     allow_dirs: tuple[str, ...] = ()  # folders whose files graph params may name (none: no server file is read)
+    # text prompts (POST /segment with a text alone), in the order samflow.segment takes its routes: the operator's
+    # open-vocabulary detector folder, else CLIP ranking of automatic masks with this CLIP, else the prompt adapter
+    text_detector: str | None = None
+    text_clip: str | None = None
+    text_box_threshold: float | None = None  # the detector's box threshold (None: the detector's default)
     # caches and concurrency
     image_cache_bytes: int = 512 * MiB  # decoded uploads, least recently used evicted first
     embedding_cache_bytes: int | None = None
