@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -369,6 +369,11 @@ def scene_file_stem(index: int) -> str:
     return f"sa_{index:06d}"
 
 
+# Annotation fields a scene style may add, written into its record when present (synthetic_hard: the whole
+# shape's area, beside the visible `area`).
+EXTRA_FIELDS = ("full_area",)
+
+
 def scene_record(scene: Scene, image_id: int, file_name: str) -> dict[str, Any]:
     """The SA-1B style JSON record of a scene."""
     h, w = scene.image.shape[:2]
@@ -389,19 +394,27 @@ def scene_record(scene: Scene, image_id: int, file_name: str) -> dict[str, Any]:
                 "shape": ann["shape"],
                 "color": ann["color"],
                 "part_of": ann["part_of"],
+                **{key: ann[key] for key in EXTRA_FIELDS if key in ann},
             }
         )
     image = {"image_id": image_id, "width": w, "height": h, "file_name": file_name}
     return {"image": image, "annotations": anns}
 
 
-def _write_scene(out: Path, seed: int, index: int, size: int | tuple[int, int]) -> bool:
+SceneRenderer = Callable[[int, int, tuple[int, int]], Scene]  # (seed, index, (h, w)) -> scene; picklable
+
+
+def _render_plain(seed: int, index: int, size: tuple[int, int]) -> Scene:
+    return render_scene(scene_rng(seed, index), size)
+
+
+def _write_scene(out: Path, seed: int, index: int, size: tuple[int, int], render: SceneRenderer) -> bool:
     """Write one scene unless both its files exist; True when it was written."""
     stem = scene_file_stem(index)
     png, js = out / f"{stem}.png", out / f"{stem}.json"
     if png.exists() and js.exists():
         return False
-    scene = render_scene(scene_rng(seed, index), size)
+    scene = render(seed, index, size)
     record = scene_record(scene, index, png.name)
 
     def save_png(path: Path) -> None:
@@ -430,6 +443,23 @@ def write_dataset(
     Scenes whose two files already exist are skipped, so an interrupted run resumes where it stopped.
     ``workers`` > 1 renders in that many processes; the files are the same either way.
     """
+    return write_scenes(_render_plain, "synth", out_dir, n, seed, size, progress, start=start, workers=workers)
+
+
+def write_scenes(
+    render: SceneRenderer,
+    desc: str,
+    out_dir: str | os.PathLike[str],
+    n: int,
+    seed: int,
+    size: int | Sequence[int] = 256,
+    progress: bool = True,
+    *,
+    start: int = 1,
+    workers: int = 1,
+) -> WriteStats:
+    """`write_dataset` for any scene style: `render` (a module-level function, so worker processes can take it)
+    makes scene ``index`` of ``seed``; `desc` names the progress bar and the log line."""
     if n < 0:
         raise InputError(f"n must not be negative, got {n}")
     if start < 0:
@@ -440,19 +470,19 @@ def write_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     indices = range(start, start + n)
-    bar = tqdm(total=n, desc="synth", unit="scene", disable=not progress)
+    bar = tqdm(total=n, desc=desc, unit="scene", disable=not progress)
     written = 0
     if workers == 1 or n < 2:
         for index in indices:
-            written += _write_scene(out, seed, index, hw)
+            written += _write_scene(out, seed, index, hw, render)
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            args = (repeat(out), repeat(seed), indices, repeat(hw))
+            args = (repeat(out), repeat(seed), indices, repeat(hw), repeat(render))
             for done in pool.map(_write_scene, *args, chunksize=max(1, min(32, n // (4 * workers)))):
                 written += done
                 bar.update()
     bar.close()
     skipped = n - written
-    log.debug("synth: wrote %d scenes, skipped %d existing, in %s", written, skipped, out)
+    log.debug("%s: wrote %d scenes, skipped %d existing, in %s", desc, written, skipped, out)
     return WriteStats(out_dir=out, written=written, skipped=skipped)

@@ -23,18 +23,13 @@ Objects with fewer than ``min_area`` (40) visible pixels are dropped, so every a
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from itertools import repeat
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
 from samflow.data.synthetic import (
     COLORS,
@@ -44,11 +39,9 @@ from samflow.data.synthetic import (
     _as_size,
     _bbox,
     _interior_point,
-    scene_file_stem,
-    scene_record,
+    write_scenes,
 )
 from samflow.errors import InputError
-from samflow.fileio import atomic_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -288,20 +281,8 @@ def render_hard_scene(
 # ------------------------------------------------------------------------------------------------- write
 
 
-def _write_scene(out: Path, seed: int, index: int, size: tuple[int, int]) -> bool:
-    """Write one scene unless both its files exist; True when it was written."""
-    stem = scene_file_stem(index)
-    png, js = out / f"{stem}.png", out / f"{stem}.json"
-    if png.exists() and js.exists():
-        return False
-    scene = render_hard_scene(hard_scene_rng(seed, index), size)
-    record = scene_record(scene, index, png.name)
-    for src, dst in zip(scene.annotations, record["annotations"], strict=True):
-        dst["full_area"] = src["full_area"]
-    with atomic_path(png) as tmp:  # the JPEG artefacts are in the pixels; PNG keeps them as they are
-        Image.fromarray(scene.image).save(tmp, format="PNG", compress_level=1)
-    write_atomic(js, json.dumps(record))
-    return True
+def _render(seed: int, index: int, size: tuple[int, int]) -> Scene:
+    return render_hard_scene(hard_scene_rng(seed, index), size)
 
 
 def write_hard_dataset(
@@ -315,29 +296,6 @@ def write_hard_dataset(
     workers: int = 1,
 ) -> WriteStats:
     """Write hard-style scenes ``start .. start + n - 1`` as ``sa_XXXXXX.png`` + ``.json``, as
-    `samflow.data.synthetic.write_dataset` does (existing scenes skipped; the files do not depend on ``workers``)."""
-    if n < 0:
-        raise InputError(f"n must not be negative, got {n}")
-    if start < 0:
-        raise InputError(f"start must not be negative, got {start}")
-    if workers < 1:
-        raise InputError(f"workers must be at least 1, got {workers}")
-    hw = _as_size(size)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    indices = range(start, start + n)
-    bar = tqdm(total=n, desc="synth hard", unit="scene", disable=not progress)
-    written = 0
-    if workers == 1 or n < 2:
-        for index in indices:
-            written += _write_scene(out, seed, index, hw)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            args = (repeat(out), repeat(seed), indices, repeat(hw))
-            for done in pool.map(_write_scene, *args, chunksize=max(1, min(32, n // (4 * workers)))):
-                written += done
-                bar.update()
-    bar.close()
-    log.debug("synth hard: wrote %d scenes, skipped %d existing, in %s", written, n - written, out)
-    return WriteStats(out_dir=out, written=written, skipped=n - written)
+    `samflow.data.synthetic.write_dataset` does (existing scenes skipped; the files do not depend on ``workers``;
+    the JPEG artefacts are in the pixels, which PNG keeps as they are)."""
+    return write_scenes(_render, "synth hard", out_dir, n, seed, size, progress, start=start, workers=workers)

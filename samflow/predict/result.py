@@ -78,10 +78,14 @@ class Segmentation:
         """int64 (N,): pixels in each best mask."""
         return self.masks.reshape(len(self), -1 if len(self) else 0).sum(axis=1)  # zero objects: (0,)
 
+    @property
+    def best_index(self) -> np.ndarray:
+        """int (N,): which candidate `masks` holds for each object (`best`, else the highest-scored one)."""
+        return np.argmax(self.candidate_scores, axis=1) if self.best is None else np.asarray(self.best)
+
     def best_logits(self) -> np.ndarray:
         """float32 (N, 1, 4h, 4w): the low-res logits of each best mask (a `mask_input` for the next call)."""
-        best = np.argmax(self.candidate_scores, axis=1) if self.best is None else self.best
-        return self.logits[np.arange(len(self)), best][:, None]
+        return self.logits[np.arange(len(self)), self.best_index][:, None]
 
     def to_masks(self) -> Masks:
         """All candidates as the graph payload `Masks` (N, K, H, W) with their scores."""

@@ -33,6 +33,7 @@ from samflow.engine.scheduler import Scheduler
 from samflow.engine.types import Image
 from samflow.errors import GraphError, InputError, NodeError, SamflowError
 from samflow.pool import ModelPool
+from samflow.predict.api import segment
 from samflow.predict.prompts import Prompts
 from samflow.predict.segmenter import Segmenter
 from samflow.predict.textprompt import TextPromptsUnavailable, text_prompts_available
@@ -215,8 +216,6 @@ class Service:
         """A text alone, through samflow.segment's routes (the operator's detector, else CLIP ranking with the
         operator's CLIP, else the prompt adapter with its presence check): absent objects give no object. Detections
         are capped so that the masks returned stay within this service's limits."""
-        from samflow.predict.api import segment
-
         s = self.settings
         h, w = image.size
         candidates = 3 if request.multimask else 1
@@ -224,13 +223,11 @@ class Service:
         result = segment(image, text=texts, model=self.model, segmenter=self.segmenter, device=self.device,
                          multimask=request.multimask, detector=s.text_detector, clip=s.text_clip,
                          box_threshold=s.text_box_threshold, max_detections=cap)
-        objects = []
-        for n in range(len(result)):
-            best = int(result.best[n]) if result.best is not None else int(result.candidate_scores[n].argmax())
-            confidence = None if result.confidence is None else float(result.confidence[n])
-            objects.append(ObjectOut(label=result.labels[n], best=best, confidence=confidence,
-                                     masks=masks_out(result.candidates[n], result.candidate_scores[n], request.png)))
-        return objects
+        best = result.best_index
+        return [ObjectOut(label=result.labels[n], best=int(best[n]),
+                          confidence=None if result.confidence is None else float(result.confidence[n]),
+                          masks=masks_out(result.candidates[n], result.candidate_scores[n], request.png))
+                for n in range(len(result))]
 
     def _prompts(self, request: SegmentRequest, image: Image) -> Prompts:
         s = self.settings
