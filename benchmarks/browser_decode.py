@@ -17,8 +17,9 @@ to read the masks shown; then in one more page, where the runtime is withheld, t
 Every figure is the app's own `performance.now()` around its work (samflowApp.timings):
 
 - total: from the mouse-up event to the mask drawn on the canvas (what the annotator waits for);
-- run: `session.run` of the decoder (the paper's "~50 ms on a CPU" is for this step, vit_b); decode: that, the
-  thresholding of the three masks; draw: drawing;
+- run: `session.run` of the decoder the app runs (browser_decoder.onnx: the three masks' low-res logits; the
+  paper's "~50 ms on a CPU" is for this step, vit_b); decode: that, and the shown mask's upscaling to the image
+  in JavaScript (decode.js upscaleMask); draw: drawing;
 - CPU per click: the renderer's CPU time (DevTools ProcessTime, all its threads: the runtime's workers too) over
   the clicks, divided by their number: what a click costs the annotator's machine whatever else runs on it (wall
   times grow with the load; CPU time hardly);
@@ -26,7 +27,8 @@ Every figure is the app's own `performance.now()` around its work (samflowApp.ti
   click (for int8), and with the server's (float32), mean and minimum over the clicks, and how often the same
   candidate was shown;
 - native: `session.run` of the same decoder file on onnxruntime's CPU provider with the same threads, in this
-  process, for the same clicks (what this CPU does natively: the rest is the WASM build's cost);
+  process, for the same clicks (what this CPU does natively: the rest is the WASM build's cost), and of the
+  official-interface decoder.onnx (all four masks upscaled in the graph) beside it;
 - floor: the decoder's matrix products (MatMul, Gemm and Conv nodes, their shapes and FLOPs read from a native
   profile of one click), each timed alone in the same page as a chain of MatMuls of that shape (inputs fed from
   JavaScript; the difference between a long and a short chain, so copying in and out cancels) and natively: what
@@ -163,8 +165,9 @@ def bench_model(browser, model: str, image: np.ndarray, image_path: Path, args: 
         httpx.post(url + "/api/images", content=image_path.read_bytes(), headers={"content-type": "image/jpeg"},
                    timeout=600).raise_for_status()
         info = httpx.get(url + "/api/decoder").json()
-        files = {"fp32": httpx.get(f"{url}/{info['decoder']}", timeout=600).content,
-                 "int8": httpx.get(f"{url}/{info['decoder_int8']}", timeout=600).content}
+        files = {"fp32": httpx.get(f"{url}/{info['browser_decoder']}", timeout=600).content,
+                 "int8": httpx.get(f"{url}/{info['browser_decoder_int8']}", timeout=600).content}
+        official = httpx.get(f"{url}/{info['decoder']}", timeout=600).content
         image_id = None
         for threads in args.threads:
             masks: dict[str, list] = {}
@@ -197,10 +200,10 @@ def bench_model(browser, model: str, image: np.ndarray, image_path: Path, args: 
     feeds = click_feeds(embedding, info, points, height, width)
     grid = config.embedding_size
     print(f"\n{model}: {config.image_size} px input, {grid}x{grid} embedding "
-          f"({4 * np.prod(info['embedding_shape']) / 2**20:.1f} MiB as float32); decoder.onnx "
+          f"({4 * np.prod(info['embedding_shape']) / 2**20:.1f} MiB as float32); browser_decoder.onnx "
           f"{len(files['fp32']) / 2**20:.1f} MiB, int8 {len(files['int8']) / 2**20:.1f} MiB; image {width}x{height}; "
           f"{args.clicks} clicks")
-    print("  median / p95 ms            threads isolated   click->mask    session.run    decode(+3 masks)  draw   "
+    print("  median / p95 ms            threads isolated   click->mask    session.run    decode(+upscale)  draw   "
           "  CPU/click")
     for row in rows:
         t = row["timings"]
@@ -223,6 +226,9 @@ def bench_model(browser, model: str, image: np.ndarray, image_path: Path, args: 
             times, cpu = native_runs(files[precision], feeds, threads)
             print(f"  native  {precision:4s} session.run, {threads} thread{'s' if threads > 1 else ' '}  {stats(times)}   "
                   f"its CPU time {stats(cpu)}")
+        times, cpu = native_runs(official, feeds, threads)
+        print(f"  native  official-interface decoder.onnx (4 masks upscaled), {threads} thread"
+              f"{'s' if threads > 1 else ' '}  {stats(times)}   its CPU time {stats(cpu)}")
     print(f"  server  click -> mask drawn         {stats([t['total_ms'] for t in server])}")
     print(f"          HTTP round trip             {stats([t['decode_ms'] for t in server])}")
     print(f"          server's decoder            {stats([t['server_ms'] for t in server])}")
@@ -262,6 +268,8 @@ def native_runs(model: bytes, feeds: list[dict], threads: int) -> tuple[list[flo
     """session.run of the decoder file on onnxruntime's CPU provider for each click: what this CPU does
     natively (the WASM build's cost is the rest). Wall and CPU milliseconds."""
     session = native_session(model, threads)
+    names = {i.name for i in session.get_inputs()}  # the browser decoder takes no orig_im_size
+    feeds = [{k: v for k, v in feed.items() if k in names} for feed in feeds]
     for feed in feeds[:3]:
         session.run(None, feed)
     times, cpu = [], []
@@ -282,7 +290,7 @@ def decoder_gemms(model: bytes, feed: dict) -> Counter:
     right operand is shared, 1x1 and strided convolutions as the GEMMs they are."""
     with tempfile.TemporaryDirectory() as tmp:
         session = native_session(model, 1, profile=str(Path(tmp) / "decoder"))
-        session.run(None, feed)
+        session.run(None, {k: v for k, v in feed.items() if k in {i.name for i in session.get_inputs()}})
         events = json.loads(Path(session.end_profiling()).read_text())
     gemms: Counter = Counter()
     for event in events:

@@ -1,9 +1,12 @@
 // samflow browser decoding: SAM's prompt encoder and mask decoder run in this browser with onnxruntime-web (its
 // WebAssembly backend), on the image embedding the server computed once. The service sends COOP/COEP headers, so
 // the page is crossOriginIsolated and the runtime decodes with min(hardwareConcurrency, 4) threads (one thread on
-// a page that is not isolated, e.g. behind a proxy that drops the headers). The runtime (ort/), the decoder (api/models/NAME/decoder.onnx: segment-anything's ONNX interface, all four
-// masks) and the embedding (api/images/ID/embedding: raw little-endian floats) all come from the service, so this
-// works with no other network. Also COCO RLE encoding, for exporting masks decoded here.
+// a page that is not isolated, e.g. behind a proxy that drops the headers). The runtime (ort/), the decoder
+// (api/models/NAME/browser_decoder.onnx: segment-anything's ONNX inputs but orig_im_size, out the three
+// ambiguity-aware masks as low-res logits) and the embedding (api/images/ID/embedding: raw little-endian floats)
+// all come from the service, so this works with no other network. The full-size mask is made here, only for the
+// masks shown, with the weights of Sam.postprocess_masks (the official upscaling in the exported graph resizes all
+// masks twice, about a quarter of a click in WebAssembly). Also COCO RLE encoding, for exporting masks.
 "use strict";
 
 window.samflowDecoder = (() => {
@@ -12,6 +15,7 @@ window.samflowDecoder = (() => {
   let session = null;
   let runtime = null; // {threads, isolated, precision, decoderBytes}: how this page decodes
   let running = Promise.resolve(); // the last session.run
+  const taps = new Map(); // "HxW" -> the upscaling's taps for that image size (see upscaleTaps)
 
   // The WebAssembly threads to ask for: `wanted` (a setting) or min(cores, MAX_THREADS), 1 where the page is not
   // crossOriginIsolated (no SharedArrayBuffer: the runtime would fall back to one thread, with a warning).
@@ -61,7 +65,7 @@ window.samflowDecoder = (() => {
       ort.env.wasm.wasmPaths = new URL(decoder.wasm_paths, document.baseURI).href;
       ort.env.logLevel = "error";
     }
-    const url = precision === "int8" ? decoder.decoder_int8 : decoder.decoder;
+    const url = precision === "int8" ? decoder.browser_decoder_int8 : decoder.browser_decoder;
     const response = await fetchFn(url);
     if (!response.ok) throw new Error(`${url}: ${await errorText(response)}`);
     const bytes = new Uint8Array(await response.arrayBuffer());
@@ -151,9 +155,92 @@ window.samflowDecoder = (() => {
     return { coords, labels, n };
   }
 
-  // The three ambiguity-aware masks for a prompt: [{score, area, mask (Uint8Array H*W, row-major), lowRes
-  // (Float32Array 4h*4w logits: the next click's mask_input)}], the best index, and the time of session.run.
-  // maskInput: the previous mask's low-res logits (refining an object), or null.
+  // One axis of Sam.postprocess_masks as taps: `low` logits, bilinear (align_corners=False, as torch) to `size`,
+  // the first `keep`, bilinear to `out`. Each output index gets 4 (low-res index, weight) taps (two linear steps
+  // of two each); `used`: the low-res entries any output reaches (the padding's never do).
+  function axisTaps(low, size, keep, out) {
+    const index = new Int32Array(4 * out);
+    const weight = new Float32Array(4 * out);
+    const source = (o, from, to) => Math.max((o + 0.5) * (from / to) - 0.5, 0);
+    let used = 0;
+    for (let o = 0; o < out; o++) {
+      const s = source(o, keep, out);
+      const i0 = Math.floor(s);
+      const f = s - i0;
+      [[i0, 1 - f], [Math.min(i0 + 1, keep - 1), f]].forEach(([i, wi], a) => {
+        const t = source(i, low, size);
+        const j0 = Math.floor(t);
+        const g = t - j0;
+        const j1 = Math.min(j0 + 1, low - 1);
+        index[4 * o + 2 * a] = j0;
+        weight[4 * o + 2 * a] = wi * (1 - g);
+        index[4 * o + 2 * a + 1] = j1;
+        weight[4 * o + 2 * a + 1] = wi * g;
+        used = Math.max(used, j1 + 1);
+      });
+    }
+    return { index, weight, used };
+  }
+
+  function upscaleTaps(height, width) {
+    const key = `${height}x${width}`;
+    if (!taps.has(key)) {
+      const [sx, sy] = inputScale(height, width);
+      const [lh, lw] = info.low_res_size;
+      const size = info.image_size;
+      if (taps.size >= 8) taps.delete(taps.keys().next().value);
+      taps.set(key, { rows: axisTaps(lh, size, Math.round(height * sy), height),
+        cols: axisTaps(lw, size, Math.round(width * sx), width) });
+    }
+    return taps.get(key);
+  }
+
+  // The full-size 0/1 mask (H*W, row-major) of one low-res logit map and its area: Sam.postprocess_masks
+  // thresholded at mask_threshold, columns first (on the rows that reach the image), then rows.
+  function upscaleMask(lowRes, height, width) {
+    const { rows, cols } = upscaleTaps(height, width);
+    const lw = info.low_res_size[1];
+    const wide = new Float32Array(rows.used * width);
+    for (let r = 0; r < rows.used; r++) {
+      const base = r * lw;
+      const line = r * width;
+      for (let x = 0; x < width; x++) {
+        const t = 4 * x;
+        const ci = cols.index;
+        const cw = cols.weight;
+        wide[line + x] = lowRes[base + ci[t]] * cw[t] + lowRes[base + ci[t + 1]] * cw[t + 1]
+          + lowRes[base + ci[t + 2]] * cw[t + 2] + lowRes[base + ci[t + 3]] * cw[t + 3];
+      }
+    }
+    const mask = new Uint8Array(height * width);
+    const threshold = info.mask_threshold;
+    let area = 0;
+    for (let y = 0; y < height; y++) {
+      const t = 4 * y;
+      const r0 = rows.index[t] * width, r1 = rows.index[t + 1] * width;
+      const r2 = rows.index[t + 2] * width, r3 = rows.index[t + 3] * width;
+      const w0 = rows.weight[t], w1 = rows.weight[t + 1], w2 = rows.weight[t + 2], w3 = rows.weight[t + 3];
+      const line = y * width;
+      for (let x = 0; x < width; x++) {
+        if (wide[r0 + x] * w0 + wide[r1 + x] * w1 + wide[r2 + x] * w2 + wide[r3 + x] * w3 > threshold) {
+          mask[line + x] = 1;
+          area++;
+        }
+      }
+    }
+    return { mask, area };
+  }
+
+  // A candidate whose full-size mask and area are made when first read (cycling shows one mask at a time).
+  function candidate(score, lowRes, height, width) {
+    let full = null;
+    const made = () => full || (full = upscaleMask(lowRes, height, width));
+    return { score, lowRes, get mask() { return made().mask; }, get area() { return made().area; } };
+  }
+
+  // The three ambiguity-aware masks for a prompt: [{score, lowRes (Float32Array 4h*4w logits: the next click's
+  // mask_input), mask (Uint8Array H*W, row-major; made on first read), area}], the best index, and the time of
+  // session.run. maskInput: the previous mask's low-res logits (refining an object), or null.
   async function decode(embedding, points, box, maskInput) {
     const ort = window.ort;
     const [height, width] = embedding.origSize;
@@ -165,31 +252,18 @@ window.samflowDecoder = (() => {
       point_labels: new ort.Tensor("float32", labels, [1, n]),
       mask_input: new ort.Tensor("float32", maskInput || new Float32Array(lh * lw), [1, 1, lh, lw]),
       has_mask_input: new ort.Tensor("float32", new Float32Array([maskInput ? 1 : 0]), [1]),
-      orig_im_size: new ort.Tensor("float32", new Float32Array([height, width]), [2]),
     };
     const started = performance.now();
     running = session.run(feeds);
     const out = await running;
     const runMs = performance.now() - started;
-    const logits = out.masks.data;
     const scores = out.iou_predictions.data;
     const low = out.low_res_masks.data;
-    const hw = height * width;
     const lowSize = lh * lw;
-    const threshold = info.mask_threshold;
-    if (out.masks.dims[2] !== height || out.masks.dims[3] !== width) throw new Error("masks of the wrong size");
-    const candidates = info.multimask_outputs.map((k) => {
-      const mask = new Uint8Array(hw);
-      let area = 0;
-      const offset = k * hw;
-      for (let j = 0; j < hw; j++) {
-        if (logits[offset + j] > threshold) {
-          mask[j] = 1;
-          area++;
-        }
-      }
-      return { score: scores[k], area, mask, lowRes: low.slice(k * lowSize, (k + 1) * lowSize) };
-    });
+    const k = out.low_res_masks.dims[1];
+    if (out.low_res_masks.dims[2] !== lh || out.low_res_masks.dims[3] !== lw) throw new Error("low-res masks of the wrong size");
+    const candidates = [];
+    for (let i = 0; i < k; i++) candidates.push(candidate(scores[i], low.slice(i * lowSize, (i + 1) * lowSize), height, width));
     for (const tensor of Object.values(out)) if (tensor.dispose) tensor.dispose();
     let best = 0;
     candidates.forEach((c, i) => { if (c.score > candidates[best].score) best = i; });
@@ -252,7 +326,7 @@ window.samflowDecoder = (() => {
   }
 
   return {
-    init, loadEmbedding, decode, encodeRle, maskBbox, inputScale, threadCount,
+    init, loadEmbedding, decode, upscaleMask, encodeRle, maskBbox, inputScale, threadCount,
     get info() { return info; },
     get runtime() { return runtime; },
   };

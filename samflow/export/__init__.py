@@ -5,7 +5,14 @@ written or checked (`pip install "samflow[onnx]"`).
 """
 
 from samflow.export.checks import Agreement
-from samflow.export.decoder import DECODER_INPUTS, DECODER_OUTPUTS, OnnxDecoder
+from samflow.export.decoder import (
+    BROWSER_DECODER_INPUTS,
+    BROWSER_DECODER_OUTPUTS,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    BrowserDecoder,
+    OnnxDecoder,
+)
 from samflow.export.encoder import ENCODER_INPUTS, ENCODER_OUTPUTS, OnnxEncoder
 from samflow.export.onnx import (
     DecoderExport,
@@ -13,6 +20,7 @@ from samflow.export.onnx import (
     OnnxExport,
     OnnxFile,
     QuantizedDecoder,
+    export_browser_decoder,
     export_decoder,
     export_encoder,
     export_onnx,
@@ -22,6 +30,8 @@ from samflow.export.runtime import INSTALL_HINT, ExportError
 from samflow.export.writer import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TensorSpec
 
 __all__ = [
+    "BROWSER_DECODER_INPUTS",
+    "BROWSER_DECODER_OUTPUTS",
     "DECODER_INPUTS",
     "DECODER_OUTPUTS",
     "DEFAULT_OPSET",
@@ -31,6 +41,7 @@ __all__ = [
     "MAX_OPSET",
     "MIN_OPSET",
     "Agreement",
+    "BrowserDecoder",
     "DecoderExport",
     "EncoderExport",
     "ExportError",
@@ -40,6 +51,7 @@ __all__ = [
     "OnnxFile",
     "QuantizedDecoder",
     "TensorSpec",
+    "export_browser_decoder",
     "export_decoder",
     "export_encoder",
     "export_onnx",

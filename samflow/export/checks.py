@@ -104,14 +104,16 @@ def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
 
 @torch.no_grad()
 def decoder_difference(session: Any, module: nn.Module, embedding: torch.Tensor,
-                       prompts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) -> dict[str, float]:
+                       prompts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],
+                       input_names: Sequence[str] = DECODER_INPUTS) -> dict[str, float]:
     """The largest relative difference of each output (by name) between an ONNX session and the torch module it
-    was exported from, over `prompts`."""
+    was exported from (taking `input_names`), over `prompts`."""
     worst = dict.fromkeys(names, 0.0)
     for prompt in prompts:
         feed = with_embedding(prompt, embedding)
+        want = module(*(torch.from_numpy(feed[name]) for name in input_names))
+        feed = {name: feed[name] for name in input_names}
         got = session.run(list(names), feed)
-        want = module(*(torch.from_numpy(feed[name]) for name in DECODER_INPUTS))
         for name, a, b in zip(names, got, want):
             worst[name] = max(worst[name], relative_difference(a, b.numpy()))
     return worst
@@ -138,16 +140,18 @@ class Agreement:
 
 
 def mask_agreement(reference: Any, other: Any, embedding: torch.Tensor | np.ndarray,
-                   prompts: Sequence[Mapping[str, np.ndarray]]) -> Agreement:
-    """Agreement of `other`'s masks with `reference`'s (two onnxruntime sessions of the official interface)."""
+                   prompts: Sequence[Mapping[str, np.ndarray]], masks: str = "masks") -> Agreement:
+    """Agreement of `other`'s masks (output `masks`) with `reference`'s: two onnxruntime sessions of one
+    interface."""
+    inputs = [i.name for i in reference.get_inputs()]
     same = total = 0
     ious: list[float] = []
     iou_diff = 0.0
     for prompt in prompts:
-        feed = with_embedding(prompt, embedding)
-        ref_masks, ref_iou = reference.run(["masks", "iou_predictions"], feed)
-        masks, iou = other.run(["masks", "iou_predictions"], feed)
-        a, b = ref_masks > 0, masks > 0
+        feed = {k: v for k, v in with_embedding(prompt, embedding).items() if k in inputs}
+        ref_masks, ref_iou = reference.run([masks, "iou_predictions"], feed)
+        got_masks, iou = other.run([masks, "iou_predictions"], feed)
+        a, b = ref_masks > 0, got_masks > 0
         same += int((a == b).sum())
         total += a.size
         ious += [float(v) for v in np.asarray(mask_iou(a, b)).ravel()]

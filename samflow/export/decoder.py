@@ -110,3 +110,27 @@ class OnnxDecoder(nn.Module):
         k = 1 if self.return_single_mask else self.mask_decoder.num_mask_tokens
         low_res, scores = low_res.reshape(1, k, *self.prompt_encoder.mask_input_size), scores.reshape(1, k)
         return self.upscale(low_res, orig_im_size), scores, low_res
+
+
+# The browser app's decoder: the official inputs but `orig_im_size`, and only low-res outputs.
+BROWSER_DECODER_INPUTS = DECODER_INPUTS[:-1]
+BROWSER_DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
+
+
+class BrowserDecoder(OnnxDecoder):
+    """The three ambiguity-aware masks as low-res logits (1, 3, 4h, 4w) with their IoU predictions (1, 3), for
+    the browser app (samflow/app/decode.js): the upscaling to the image is left to the page, which resizes only
+    the mask it shows, with the same separable weights as `Sam.postprocess_masks`. In onnxruntime-web the
+    official graph's two full-size resizes of all four masks take about a quarter of a click."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__(model, return_single_mask=False)
+
+    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self.embed_points(point_coords, point_labels)
+        dense = self.embed_masks(mask_input, has_mask_input)
+        low_res, scores = self.mask_decoder.predict_masks(image_embeddings, self.prompt_encoder.get_dense_pe(),
+                                                          sparse, dense)
+        k = self.mask_decoder.num_multimask_outputs
+        return scores[:, 1:].reshape(1, k), low_res[:, 1:].reshape(1, k, *self.prompt_encoder.mask_input_size)

@@ -23,7 +23,14 @@ import torch
 from samflow.errors import InputError
 from samflow.export import checks
 from samflow.export.checks import Agreement
-from samflow.export.decoder import DECODER_INPUTS, DECODER_OUTPUTS, OnnxDecoder
+from samflow.export.decoder import (
+    BROWSER_DECODER_INPUTS,
+    BROWSER_DECODER_OUTPUTS,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    BrowserDecoder,
+    OnnxDecoder,
+)
 from samflow.export.encoder import ENCODER_INPUTS, ENCODER_OUTPUTS, OnnxEncoder
 from samflow.export.quantize import quantize_decoder
 from samflow.export.runtime import ExportError, require, session
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DECODER_FILE = "decoder.onnx"
 DECODER_INT8_FILE = "decoder_int8.onnx"
+BROWSER_DECODER_FILE = "browser_decoder.onnx"
 ENCODER_FILE = "encoder.onnx"
 MANIFEST_FILE = "export.json"
 # The official script's example inputs: the traced graph must not depend on them (checked by the tests).
@@ -250,6 +258,40 @@ def export_decoder(model: Sam, path: str | Path, *, multimask: bool = False, ops
     return DecoderExport(path=path, inputs=inputs, outputs=outputs, opset=opset, multimask=multimask,
                          use_stability_score=use_stability_score, max_relative_difference=worst,
                          quantized=quantized)
+
+
+def export_browser_decoder(model: Sam, path: str | Path, *, opset: int = DEFAULT_OPSET, quantize: bool = False,
+                           verify: bool = True, embedding: torch.Tensor | None = None) -> DecoderExport:
+    """Write the browser app's decoder (`samflow.export.decoder.BrowserDecoder`) to `path`: the official inputs
+    but `orig_im_size`, out the three multimask candidates' `iou_predictions` (1, 3) and `low_res_masks`
+    (1, 3, 4h, 4w), which the page upscales itself. quantize, verify and embedding as in `export_decoder` (the
+    int8 agreement is measured on the low-res masks)."""
+    check_opset(opset)
+    if verify or quantize:
+        require("onnxruntime", "checking the exported decoder")
+    model = exportable(model)
+    path = Path(path)
+    module = BrowserDecoder(model).eval()
+    write_onnx(module, decoder_example(model.config)[:-1], path, input_names=BROWSER_DECODER_INPUTS,
+               output_names=BROWSER_DECODER_OUTPUTS, opset=opset,
+               dynamic_axes={k: v for k, v in DECODER_DYNAMIC_AXES.items() if k != "masks"})
+    inputs, outputs = interface(path)
+    worst = quantized = None
+    if verify or quantize:
+        embedding = checks.sample_embedding(model) if embedding is None else embedding.detach().float().cpu()
+        prompts = checks.sample_prompts(model, CHECK_PROMPTS)
+        fp32 = session(path)
+        if verify:
+            worst = checks.decoder_difference(fp32, module, embedding, prompts, BROWSER_DECODER_OUTPUTS,
+                                              input_names=BROWSER_DECODER_INPUTS)
+        if quantize:
+            int8_path = quantize_decoder(path, path.with_name(f"{path.stem}_int8{path.suffix}"))
+            agreement = checks.mask_agreement(fp32, session(int8_path), embedding, prompts, masks="low_res_masks")
+            int8_inputs, int8_outputs = interface(int8_path)
+            quantized = QuantizedDecoder(path=int8_path, inputs=int8_inputs, outputs=int8_outputs, opset=opset,
+                                         agreement=agreement)
+    return DecoderExport(path=path, inputs=inputs, outputs=outputs, opset=opset, multimask=True,
+                         max_relative_difference=worst, quantized=quantized)
 
 
 def export_encoder(model: Sam, path: str | Path, *, opset: int = DEFAULT_OPSET, verify: bool = True) -> EncoderExport:

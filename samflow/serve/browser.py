@@ -8,6 +8,10 @@ machine, so a click costs the server nothing.
   kept in memory; an ETag (the weights' fingerprint) lets browsers keep their copy; `?quantized=1`: that file
   with int8 dynamic quantisation (`samflow.export.quantize_decoder`, as the official export's --quantize-out and
   the paper's web demo): 3.3 times smaller, its masks within a few boundary pixels of the float32 one's;
+- `GET /api/models/{name}/browser_decoder.onnx[?quantized=1]`: what the app itself runs
+  (`samflow.export.export_browser_decoder`): the same inputs but `orig_im_size`, out only the three
+  ambiguity-aware masks' low-res logits and scores; the page upscales the one mask it shows (decode.js, with
+  `Sam.postprocess_masks`'s weights), which in onnxruntime-web saves about a quarter of each click;
 - `GET /api/images/{id}/embedding[?dtype=float16]`: the image embedding as raw little-endian bytes, (1, C, h, w)
   C-order, with its shape, dtype, the image size (`orig_im_size`) and the resized size in headers;
 - `GET /ort/{file}`: onnxruntime-web's WASM runtime, shipped in samflow/app/ort/ (the WebAssembly file gzipped,
@@ -73,6 +77,10 @@ class DecoderInfo(BaseModel):
                                      "output first, then the three ambiguity-aware ones)")
     decoder_int8: str = Field(description="the same decoder with int8 dynamic quantisation (smaller; masks "
                                           "within a few boundary pixels)")
+    browser_decoder: str = Field(description="the decoder the app runs: no orig_im_size input; out the three "
+                                             "ambiguity-aware masks' iou_predictions (1, 3) and low_res_masks "
+                                             "(1, 3, 4h, 4w), which the page upscales")
+    browser_decoder_int8: str = Field(description="that decoder with int8 dynamic quantisation")
     runtime: str = Field(description="onnxruntime-web's script (WASM backend)")
     wasm_paths: str = Field(description="where the runtime finds its .mjs and .wasm files")
     runtime_version: str
@@ -92,21 +100,23 @@ class _Decoders:
     """Exported decoder files by model fingerprint: exported once per process (a few seconds), kept in memory."""
 
     def __init__(self) -> None:
-        self._files: OrderedDict[tuple[str, bool], bytes | ApiError] = OrderedDict()
+        self._files: OrderedDict[tuple[str, bool, bool], bytes | ApiError] = OrderedDict()
         self._lock = threading.RLock()  # the int8 file is made from the float32 one, under the same lock
 
-    def get(self, model: torch.nn.Module, key: str, quantized: bool = False) -> bytes:
+    def get(self, model: torch.nn.Module, key: str, quantized: bool = False, browser: bool = False) -> bytes:
+        """The official-interface decoder, or with `browser` the app's low-res one (`export_browser_decoder`)."""
+        entry = (key, quantized, browser)
         with self._lock:  # one export at a time; later callers find it done (or failed: not tried again)
-            data = self._files.get((key, quantized))
+            data = self._files.get(entry)
             if data is None:
                 try:
-                    data = _quantize(self.get(model, key)) if quantized else _export(model)
+                    data = _quantize(self.get(model, key, browser=browser)) if quantized else _export(model, browser)
                 except ApiError as exc:
                     data = exc
-                self._files[(key, quantized)] = data
-                while len(self._files) > 2 * MAX_DECODERS:
+                self._files[entry] = data
+                while len(self._files) > 4 * MAX_DECODERS:
                     self._files.popitem(last=False)
-            self._files.move_to_end((key, quantized))
+            self._files.move_to_end(entry)
         if isinstance(data, ApiError):
             raise data
         return data
@@ -115,14 +125,17 @@ class _Decoders:
 DECODERS = _Decoders()
 
 
-def _export(model: torch.nn.Module) -> bytes:
-    from samflow.export import ExportError, export_decoder
+def _export(model: torch.nn.Module, browser: bool) -> bytes:
+    from samflow.export import ExportError, export_browser_decoder, export_decoder
 
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="samflow-decoder-") as tmp:
             path = Path(tmp) / "decoder.onnx"
-            export_decoder(model, path, multimask=True, verify=False)
+            if browser:
+                export_browser_decoder(model, path, verify=False)
+            else:
+                export_decoder(model, path, multimask=True, verify=False)
             data = path.read_bytes()
     except ExportError as exc:  # a model the export does not cover: the app decodes on the server
         log.warning("no decoder for browsers: %s", exc)
@@ -176,7 +189,10 @@ def decoder_info(request: Request) -> DecoderInfo:
     grid = config.embedding_size
     reason = _onnx_missing()
     return DecoderInfo(model=name, model_key=model_fingerprint(model), decoder=f"api/models/{name}/decoder.onnx",
-                       decoder_int8=f"api/models/{name}/decoder.onnx?quantized=1", runtime=f"ort/{ORT_SCRIPT}", wasm_paths="ort/", runtime_version=ORT_VERSION,
+                       decoder_int8=f"api/models/{name}/decoder.onnx?quantized=1",
+                       browser_decoder=f"api/models/{name}/browser_decoder.onnx",
+                       browser_decoder_int8=f"api/models/{name}/browser_decoder.onnx?quantized=1",
+                       runtime=f"ort/{ORT_SCRIPT}", wasm_paths="ort/", runtime_version=ORT_VERSION,
                        available=reason is None, reason=reason, image_size=config.image_size,
                        embedding_shape=[1, config.prompt_embed_dim, grid, grid], low_res_size=[4 * grid, 4 * grid],
                        mask_threshold=float(model.mask_threshold),
@@ -193,6 +209,19 @@ def decoder_onnx(name: str, request: Request, quantized: bool = False) -> Respon
     quantisation (weights uint8, activations quantised at run time; made on its first request). 404
     `unknown_model` for a model this service does not serve, 503 `browser_decoding_unavailable` without the onnx
     package (or, for `quantized`, onnxruntime)."""
+    return _decoder_file(name, request, quantized, browser=False)
+
+
+@router.get("/api/models/{name}/browser_decoder.onnx", tags=["browser decoding"], response_class=Response,
+            responses={**_errors(404, 503), 200: {"content": {"application/octet-stream": {}}}})
+def browser_decoder_onnx(name: str, request: Request, quantized: bool = False) -> Response:
+    """The decoder the app runs: inputs as decoder.onnx's but `orig_im_size`; outputs `iou_predictions` (1, 3)
+    and `low_res_masks` (1, 3, 4h, 4w), the three ambiguity-aware masks as logits before the upscaling to the
+    image (the page resizes the one it shows). `quantized` and the errors as for decoder.onnx."""
+    return _decoder_file(name, request, quantized, browser=True)
+
+
+def _decoder_file(name: str, request: Request, quantized: bool, browser: bool) -> Response:
     from samflow.models.sam import model_fingerprint
 
     service = request.app.state.service
@@ -200,14 +229,14 @@ def decoder_onnx(name: str, request: Request, quantized: bool = False) -> Respon
         raise ApiError(404, "unknown_model", f"this service serves the model {service.settings.model!r}, not "
                                              f"{name!r}")
     key = model_fingerprint(service.model)
-    etag = f'"{key}-int8"' if quantized else f'"{key}"'
+    etag = '"' + key + ("-browser" if browser else "") + ("-int8" if quantized else "") + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     reason = _onnx_missing()
     if reason:
         raise ApiError(503, "browser_decoding_unavailable", reason)
-    data = DECODERS.get(service.model, key, quantized)
+    data = DECODERS.get(service.model, key, quantized, browser)
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 

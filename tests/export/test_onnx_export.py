@@ -21,10 +21,13 @@ import torch
 from samflow.cli import main
 from samflow.errors import InputError
 from samflow.export import (
+    BROWSER_DECODER_INPUTS,
+    BROWSER_DECODER_OUTPUTS,
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ExportError,
     checks,
+    export_browser_decoder,
     export_decoder,
     export_encoder,
     export_onnx,
@@ -285,6 +288,32 @@ def test_stability_score_variant(ours, embedding, tmp_path):
     _, _, low = torch_reference(ours, embedding, feed, multimask=True)
     np.testing.assert_allclose(got["iou_predictions"], stability_score(low, 0.0, 1.0).numpy(), atol=1e-6)
     assert max(result.max_relative_difference.values()) < TOL
+
+
+def test_browser_decoder_is_the_multimask_decoder_before_upscaling(ours, embedding, tmp_path):
+    """The app's decoder: no orig_im_size, out the three ambiguity-aware masks' scores and low-res logits, equal to
+    torch's (and so to decoder.onnx's masks 1-3 before their upscaling), for any number of points; int8 measured."""
+    result = export_browser_decoder(ours, tmp_path / "browser_decoder.onnx", quantize=True)
+    assert max(result.max_relative_difference.values()) < TOL and result.multimask
+    low = 4 * ours.config.embedding_size
+    declared = {t.name: (t.dtype, t.shape) for t in (*result.inputs, *result.outputs)}
+    assert tuple(t.name for t in result.inputs) == BROWSER_DECODER_INPUTS == DECODER_INPUTS[:-1]
+    assert tuple(t.name for t in result.outputs) == BROWSER_DECODER_OUTPUTS
+    assert declared["iou_predictions"] == ("float32", (1, 3))
+    assert declared["low_res_masks"] == ("float32", (1, 3, low, low))
+    assert declared["point_coords"] == ("float32", (1, "num_points", 2))
+    sess = session(result.path)
+    for n, kind in enumerate(KINDS + ("", "")):
+        feed = make_feed(ours.config, kind, PORTRAIT, seed=n, n_points=5 * n if not kind else None)
+        del feed["orig_im_size"]
+        iou, low_res = sess.run(list(BROWSER_DECODER_OUTPUTS), checks.with_embedding(feed, embedding))
+        feed["orig_im_size"] = np.array(PORTRAIT, np.float32)
+        _, want_iou, want_low = torch_reference(ours, embedding, feed, multimask=True)
+        assert rel(low_res, want_low[:, 1:]) < TOL and rel(iou, want_iou[:, 1:]) < TOL, kind
+    agreement = result.quantized.agreement
+    assert agreement.prompts >= 10 and agreement.pixel_agreement > 0.98 and agreement.mean_iou > 0.95
+    int8 = session(result.quantized.path)
+    assert [i.name for i in int8.get_inputs()] == list(BROWSER_DECODER_INPUTS)
 
 
 # -------------------------------------------------------------------------------------------- (d) encoder

@@ -225,6 +225,40 @@ def test_clicks_are_decoded_in_the_browser(service, browser, scene):
     app_page.close()
 
 
+@pytest.mark.parametrize("size", [(534, 800), (300, 170), (256, 256), (37, 500), (1001, 263)])
+def test_the_page_upscales_masks_as_postprocess_masks(service, browser, size):
+    """The app decodes low-res logits and makes the shown mask itself: the same mask as Sam.postprocess_masks
+    (bilinear to the model's size, the crop to the resized image, bilinear to the image) thresholded, except
+    where torch's logit lies within float rounding of the threshold."""
+    import torch
+
+    url, app = service
+    model = app.state.service.model
+    height, width = size
+    low = 4 * model.config.embedding_size
+    gen = torch.Generator().manual_seed(height)
+    logits = torch.nn.functional.interpolate(torch.randn(1, 1, low // 8, low // 8, generator=gen) * 4, (low, low),
+                                             mode="bicubic", align_corners=False)
+    from samflow.ops.transforms import preprocess_shape
+
+    with torch.no_grad():
+        want = model.postprocess_masks(logits, preprocess_shape(height, width, model.config.image_size), size)[0, 0]
+    app_page = Page(browser, url)
+    got = app_page.page.evaluate(
+        """([data, h, w]) => {
+            const { mask, area } = samflowDecoder.upscaleMask(new Float32Array(data), h, w);
+            let bits = "";
+            for (let i = 0; i < mask.length; i += 8192) bits += String.fromCharCode(...mask.subarray(i, i + 8192));
+            return { bits: btoa(bits), area };
+        }""", [logits.flatten().tolist(), height, width])
+    mask = np.frombuffer(base64.b64decode(got["bits"]), np.uint8).reshape(size).astype(bool)
+    want = want.numpy()
+    differ = mask != (want > model.mask_threshold)
+    assert 0.05 < mask.mean() < 0.95 and got["area"] == int(mask.sum())
+    assert np.all(np.abs(want[differ]) < 1e-4), f"{differ.sum()} pixels differ away from the threshold"
+    app_page.close()
+
+
 def test_without_the_runtime_the_server_decodes(service, browser, scene):
     url, app = service
     image, path = scene

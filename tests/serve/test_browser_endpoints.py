@@ -102,6 +102,42 @@ def test_decoder_file_decodes_as_the_predictor(make_client):
         assert (got != want).sum() <= 10
 
 
+def test_browser_decoder_file_gives_the_predictors_low_res_masks(make_client):
+    """What the app runs: decoder.onnx's inputs but orig_im_size, out the three masks' scores and low-res logits,
+    SamPredictor's for the same click (the page upscales them itself: test_browser_decoding checks that)."""
+    image = render_scene(12, size=256).image[:200]
+    height, width = image.shape[:2]
+    with make_client() as client:
+        info = client.get("/api/decoder").json()
+        assert info["browser_decoder"] == "api/models/tiny/browser_decoder.onnx"
+        assert info["browser_decoder_int8"] == "api/models/tiny/browser_decoder.onnx?quantized=1"
+        response = client.get(info["browser_decoder"])
+        assert response.status_code == 200 and response.headers["etag"] == f'"{info["model_key"]}-browser"'
+        assert client.get(info["browser_decoder"],
+                          headers={"if-none-match": response.headers["etag"]}).status_code == 304
+        error(client.get("/api/models/vit_h/browser_decoder.onnx"), 404, "unknown_model")
+        session = ort.InferenceSession(response.content, providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["image_embeddings", "point_coords", "point_labels",
+                                                          "mask_input", "has_mask_input"]
+        assert [o.name for o in session.get_outputs()] == ["iou_predictions", "low_res_masks"]
+        int8 = client.get(info["browser_decoder_int8"])
+        assert int8.status_code == 200 and len(int8.content) < len(response.content) / 2
+        iid = upload(client, png_bytes(image))
+        embedding = np.frombuffer(client.get(f"/api/images/{iid}/embedding").content, "<f4").reshape(1, 256, 32, 32)
+        predictor = SamPredictor(client.app_state.service.model)
+        predictor.set_image(image)
+        click = np.array([[120.0, 90.5]])
+        feeds = {"image_embeddings": embedding,
+                 "point_coords": np.concatenate([app_coords(click, height, width, 256), [[0, 0]]])[None]
+                 .astype(np.float32),
+                 "point_labels": np.array([[1, -1]], np.float32),
+                 "mask_input": np.zeros((1, 1, 128, 128), np.float32), "has_mask_input": np.zeros(1, np.float32)}
+        scores, low = session.run(None, feeds)
+        _, want_scores, want_low = predictor.predict(click, np.array([1]), multimask_output=True)
+        np.testing.assert_allclose(scores[0], want_scores, atol=1e-4)
+        np.testing.assert_allclose(low[0], want_low, atol=1e-3 * np.abs(want_low).max())
+
+
 def test_decoder_unavailable_without_onnx(make_client, monkeypatch):
     monkeypatch.setattr(browser, "_onnx_missing", lambda: "exporting the decoder needs the onnx package")
     with make_client() as client:
@@ -113,8 +149,8 @@ def test_decoder_unavailable_without_onnx(make_client, monkeypatch):
 def test_a_model_the_export_does_not_cover_is_tried_once(make_client, monkeypatch):
     calls = []
 
-    def cannot(model):
-        calls.append(model)
+    def cannot(model, browser_decoder):
+        calls.append((model, browser_decoder))
         raise browser.ApiError(503, "browser_decoding_unavailable", "could not export OnnxDecoder to ONNX: ...")
 
     monkeypatch.setattr(browser, "DECODERS", browser._Decoders())
@@ -122,7 +158,8 @@ def test_a_model_the_export_does_not_cover_is_tried_once(make_client, monkeypatc
     with make_client() as client:
         for _ in range(3):
             error(client.get("/api/models/tiny/decoder.onnx"), 503, "browser_decoding_unavailable")
-    assert len(calls) == 1
+            error(client.get("/api/models/tiny/browser_decoder.onnx"), 503, "browser_decoding_unavailable")
+    assert [b for _, b in calls] == [False, True]
 
 
 def test_runtime_files_are_shipped_and_served_gzipped(make_client):

@@ -183,7 +183,9 @@ class MaskDecoder(nn.Module):
             y = act2(torch.matmul(y, w2).view(b, m * 16, c2).add_(conv2.bias))
             return torch.matmul(y, hyper_t)
 
-        if torch.is_grad_enabled() or b * n <= UPSCALE_CHUNK_TOKENS or not common.cache_blocked(tokens):
+        # A traced graph (ONNX export) gets one node per chunk: there the runtime does its own scheduling.
+        if (torch.is_grad_enabled() or torch.jit.is_tracing() or b * n <= UPSCALE_CHUNK_TOKENS
+                or not common.cache_blocked(tokens)):
             masks = logits(tokens)
         else:  # at inference a few grid rows at a time, so the 16x wider intermediates stay in cache
             step = max(w, UPSCALE_CHUNK_TOKENS // (b * w) * w)
