@@ -8,13 +8,17 @@ as users call it, on HELD-OUT scenes (the threshold was chosen on seed 23 by rec
 Per scene (samflow.train.text_presence.presence_captions): present captions are the canonical captions ("a red star")
 of the objects whose colour + shape is unique in the scene and whose area passes the adapter's size threshold
 (200 px); absent captions are 6 colour + shape names that no object of the scene has, drawn at random (seeded by
-scene). All of a scene's captions go in one call. Printed:
+scene), and 3 other words naming nothing a scene holds ("a giraffe": OTHER_WORDS["test"], words neither the
+presence head's training nor its calibration saw). All of a scene's captions go in one call. Printed:
 - absent_refused: the share of absent captions that got no mask;
 - present_miou: the mIoU over present captions, a refused present caption counting as IoU 0 (the definition of the
   issue's target); present_miou_kept: over the present captions kept; present_refused: their share refused;
 - present_miou_unchecked: the same captions with presence_threshold=False (the decoder's single mask, as before);
 - absent_refused_same_colour: absent captions whose colour is an object's in the scene (only the shape is wrong);
-- threshold, quality_weight, views: the adapter's calibrated decision (or --threshold).
+- absent_refused_other_words: the other words' captions refused (not in absent_refused);
+- threshold, scorer, quality_weight, views: the adapter's calibrated decision (or --threshold, a cosine); scorer
+  "head": the threshold is the trained presence head's probability (samflow.models.text.presence_head), and the
+  scenes it was trained on are printed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from samflow.models.sam.build import SHIPPED_WEIGHTS
 from samflow.ops.metrics import mask_iou
 from samflow.predict.api import segment
 from samflow.predict.segmenter import Segmenter
-from samflow.train.text_presence import presence_captions
+from samflow.train.text_presence import OTHER_WORDS, presence_captions
 
 
 def measure(scenes: int, seed: int = 22, sam: str = "tiny", adapter: str | None = None,
@@ -42,10 +46,12 @@ def measure(scenes: int, seed: int = 22, sam: str = "tiny", adapter: str | None 
     options = {"model": sam, "segmenter": segmenter, "device": "cpu", "adapter": adapter}
     if sam not in SHIPPED_WEIGHTS:
         options.update(model="vit_b", checkpoint=sam)  # the size comes from the checkpoint
-    present_iou, present_kept, unchecked, absent_refused, same_colour = [], [], [], [], []
+    present_iou, present_kept, unchecked, absent_refused, same_colour, other = [], [], [], [], [], []
+    other_words = {f"a {word}" for word in OTHER_WORDS["test"]}
     for index in range(scenes):
         scene = render_scene(scene_rng(seed, index + 1), size=256)  # scene i as `samflow synth` numbers it
-        captions = presence_captions(Sample(scene.image, scene.masks, scene.annotations), (0, index))
+        captions = presence_captions(Sample(scene.image, scene.masks, scene.annotations), (0, index),
+                                     other_words=OTHER_WORDS["test"], other_per_image=3)
         if not captions.texts:
             continue
         result = segment(scene.image, text=captions.texts, presence_threshold=threshold, **options)
@@ -58,6 +64,8 @@ def measure(scenes: int, seed: int = 22, sam: str = "tiny", adapter: str | None 
                 present_kept.append(text in answers)
                 present_iou.append(float(mask_iou(answers[text], truth).max()) if text in answers else 0.0)
                 unchecked.append(float(mask_iou(baseline.masks[i], truth).max()))
+            elif text in other_words:
+                other.append(text not in answers)
             else:
                 absent_refused.append(text not in answers)
                 if text.split()[1] in colours:
@@ -68,7 +76,9 @@ def measure(scenes: int, seed: int = 22, sam: str = "tiny", adapter: str | None 
             "present_miou_kept": float(ious[kept].mean()) if kept.any() else float("nan"),
             "present_refused": float(1 - kept.mean()), "present_miou_unchecked": float(np.mean(unchecked)),
             "absent_refused_same_colour": float(np.mean(same_colour)) if same_colour else float("nan"),
-            "present_captions": len(present_iou), "absent_captions": len(absent_refused)}
+            "absent_refused_other_words": float(np.mean(other)) if other else float("nan"),
+            "present_captions": len(present_iou), "absent_captions": len(absent_refused),
+            "other_word_captions": len(other)}
 
 
 def main() -> None:
@@ -89,8 +99,11 @@ def main() -> None:
     figures["threshold"] = args.threshold if args.threshold is not None else (
         calibration.threshold if calibration else "none (not calibrated: nothing is refused)")
     if calibration is not None:
-        figures.update(quality_weight=calibration.quality_weight, views=calibration.augment,
+        scorer = calibration.scorer if args.threshold is None else "cosine (--threshold)"
+        figures.update(scorer=scorer, quality_weight=calibration.quality_weight, views=calibration.augment,
                        calibrated_on=calibration.provenance.get("data", "?"))
+        if calibration.scorer == "head" and args.threshold is None:
+            figures["head_trained_on"] = calibration.provenance.get("head", {}).get("data", "?")
     figures["seconds"] = time.perf_counter() - started
     width = max(map(len, figures))
     for name, value in figures.items():

@@ -131,7 +131,8 @@ def segment(image: Any, points: Any = None, point_labels: Any = None, boxes: Any
             prediction = segmenter.predict(sam, picture, prompts, multimask=True if threshold is not None
                                            else multimask)
             decision = None if threshold is None else text_presence(
-                sam, picture.data, prediction.labels, prediction.masks, prediction.scores, threshold)
+                sam, picture.data, prediction.labels, prediction.masks, prediction.scores,
+                presence_threshold)  # the argument, not its resolved value: None may mean the trained head
     except TextPromptsUnavailable as exc:
         raise TextPromptsUnavailable(f"{str(exc).rstrip('.')}. {TEXT_ROUTES}.") from exc
     if decision is None:

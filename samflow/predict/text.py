@@ -16,8 +16,10 @@ others (its tokens would be noise there).
 
 Presence: a text alone (no clicks, box or mask) is checked after decoding (samflow.models.text.presence): CLIP
 scores the decoder's three candidate masks of it against the text, keeps the best one that reaches the adapter's
-calibrated threshold, and refuses the text when none does. `presence_threshold`: None (the adapter's calibrated
-threshold; never refused if it has none), a cosine in [-1, 1], or False (off: the decoder's single mask, as before).
+calibrated threshold, and refuses the text when none does; where the calibration is a trained presence head's
+(samflow.models.text.presence_head: CLIP's cosine, SAM's predicted IoU, the mask's shape and colours and the text),
+its probability decides instead. `presence_threshold`: None (the adapter's calibrated decision; never refused if it
+has none), a cosine in [-1, 1] (the cosine rule), or False (off: the decoder's single mask, as before).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from samflow.models.text.presence import (
     check_presence_threshold,
     decide_presence,
 )
+from samflow.models.text.presence_head import PresenceHead
 from samflow.ops.image import to_rgb_uint8
 from samflow.pool import ModelPool, default_model_pool
 from samflow.predict.predictor import POSTPROCESS_CHUNK, EncodedImage, SamPredictor
@@ -140,6 +143,15 @@ def resolve_presence_threshold(value: float | bool | str | None, calibration: Pr
     return check_presence_threshold(value)
 
 
+def calibrated_head(adapter: PromptAdapter | None, value: float | bool | str | None) -> PresenceHead | None:
+    """The adapter's trained presence head when `value` (a presence_threshold argument) means the calibrated
+    decision and that decision is the head's; None for a cosine rule (an explicit number is always a cosine)."""
+    calibration = adapter.presence if adapter is not None else None
+    if (value is None or value is True) and calibration is not None and calibration.scorer == "head":
+        return adapter.presence_head
+    return None
+
+
 def text_presence_threshold(sam_model: Any, threshold: float | bool | str | None = None,
                             models: TextModels | None = None) -> float | None:
     """What `threshold` (a `presence_threshold` argument) means for the text models of `sam_model` (see
@@ -162,7 +174,7 @@ def text_presence(sam_model: Any, image: np.ndarray, texts: list[str], candidate
         return None
     calibration = calibration or PresenceCalibration(threshold=value)
     return decide_presence(models.clip, image, texts, candidates, quality, value, calibration.quality_weight,
-                           calibration.augment)
+                           calibration.augment, head=calibrated_head(models.adapter, threshold))
 
 
 def text_tokens_for(adapter: PromptAdapter, embeddings: np.ndarray | torch.Tensor, clip_key: str, sam_model: Any,
@@ -286,7 +298,8 @@ class TextSamPredictor(SamPredictor):
         if threshold is not None:
             assert text is not None
             masks, scores, logits = self._check_presence([text] if isinstance(text, str) else list(text), threshold,
-                                                         masks, scores, logits, multimask_output, return_logits)
+                                                         masks, scores, logits, multimask_output, return_logits,
+                                                         calibrated_head(self.adapter, presence_threshold))
         return masks, scores, logits
 
     def _presence_threshold(self, text: str | list[str] | None, point_coords: Any, box: Any, mask_input: Any,
@@ -309,8 +322,8 @@ class TextSamPredictor(SamPredictor):
         return threshold
 
     def _check_presence(self, texts: list[str], threshold: float, masks: np.ndarray, scores: np.ndarray,
-                        logits: np.ndarray, multimask_output: bool, return_logits: bool
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        logits: np.ndarray, multimask_output: bool, return_logits: bool,
+                        head: PresenceHead | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.text_models is not None and self._pixels is not None
         batched = masks.ndim == 4
         if not batched:
@@ -321,7 +334,7 @@ class TextSamPredictor(SamPredictor):
             or PresenceCalibration(threshold=threshold)
         candidates = masks > self.model.mask_threshold if return_logits else masks
         decision = decide_presence(self.text_models.clip, self._pixels, texts, candidates, scores, threshold,
-                                   calibration.quality_weight, calibration.augment)
+                                   calibration.quality_weight, calibration.augment, head=head)
         if not multimask_output:
             rows, picked = np.arange(masks.shape[0]), decision.picked
             masks, scores, logits = masks[rows, picked][:, None], scores[rows, picked][:, None], \

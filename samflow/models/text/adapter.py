@@ -36,6 +36,7 @@ from torch import nn
 
 from samflow.errors import CheckpointError, InputError
 from samflow.models.text.presence import PRESENCE_KEY, PresenceCalibration
+from samflow.models.text.presence_head import HEAD_KEY, PresenceHead, PresenceHeadConfig
 from samflow.models.weights import read_tensor_file
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ class PromptAdapter(nn.Module):
         # calibrated, so texts are never refused by default) and where the CLIP it was trained with lies.
         self.presence: PresenceCalibration | None = None
         self.clip_source: dict[str, str | None] | None = None
+        # The trained presence score (samflow.models.text.presence_head) a `scorer="head"` calibration applies
+        # its threshold to; a submodule once set, so its tensors are saved with the adapter's.
+        self.presence_head: PresenceHead | None = None
 
     @property
     def device(self) -> torch.device:
@@ -191,6 +195,8 @@ def save_adapter(adapter: PromptAdapter, path: str | Path, extra_metadata: dict[
         metadata[PRESENCE_KEY] = adapter.presence.model_dump_json()
     if adapter.clip_source is not None:
         metadata[CLIP_SOURCE_KEY] = json.dumps(adapter.clip_source, sort_keys=True)
+    if adapter.presence_head is not None:
+        metadata[HEAD_KEY] = adapter.presence_head.config.model_dump_json()
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={**metadata, **(extra_metadata or {})})
     tmp.replace(path)
@@ -205,6 +211,11 @@ def load_adapter(path: str | Path, device: str | torch.device | None = None) -> 
     if CONFIG_KEY not in metadata:
         raise CheckpointError(f"{path} is not a samflow text prompt adapter (no {CONFIG_KEY} metadata)")
     adapter = PromptAdapter(AdapterConfig(**json.loads(metadata[CONFIG_KEY])))
+    if HEAD_KEY in metadata:
+        try:
+            adapter.presence_head = PresenceHead(PresenceHeadConfig.model_validate_json(metadata[HEAD_KEY]))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: unreadable presence head metadata: {exc}") from None
     expected = adapter.state_dict()
     if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
         raise CheckpointError(f"{path}: tensors do not match the adapter sizes in its metadata")
@@ -212,6 +223,8 @@ def load_adapter(path: str | Path, device: str | torch.device | None = None) -> 
     try:
         if PRESENCE_KEY in metadata:
             adapter.presence = PresenceCalibration.model_validate_json(metadata[PRESENCE_KEY])
+            if adapter.presence.scorer == "head" and adapter.presence_head is None:
+                raise ValueError("its presence calibration applies to a presence head the file does not hold")
         if CLIP_SOURCE_KEY in metadata:
             source = json.loads(metadata[CLIP_SOURCE_KEY])
             adapter.clip_source = {"model": source.get("model"), "checkpoint": source.get("checkpoint")}

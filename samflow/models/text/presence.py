@@ -29,9 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from samflow.errors import InputError
 from samflow.models.text.clip import ClipModel
 from samflow.models.text.crops import masked_crops
+from samflow.models.text.presence_head import PresenceHead
 from samflow.models.text.rank import rank_masks
+from samflow.ops.mask_descriptors import mask_descriptors
 
 PRESENCE_KEY = "samflow_text_presence"  # safetensors metadata key of the adapter file
+RANK_MIN_AREA = 16  # rank_masks' default min_area: smaller candidates are never kept
 Augment = Literal["none", "hflip", "dihedral"]
 
 
@@ -45,6 +48,9 @@ class PresenceCalibration(BaseModel):
                                                            "candidates that reach the threshold")
     augment: Augment = Field("none", description="crop views averaged: none, hflip (+ mirror), dihedral (+ mirrors "
                                                  "and quarter turns: for pictures without an up)")
+    scorer: Literal["cosine", "head"] = Field("cosine", description="what the threshold applies to: the cosine, or "
+                                              "the probability of the adapter's trained presence head "
+                                              "(samflow.models.text.presence_head)")
     provenance: dict[str, Any] = Field(default_factory=dict, description="how it was chosen: data, rule, figures")
 
 
@@ -83,13 +89,14 @@ def crop_embeddings(clip: ClipModel, image: np.ndarray, masks: np.ndarray, augme
 
 def decide_presence(clip: ClipModel, image: np.ndarray, texts: Sequence[str], candidates: np.ndarray,
                     quality: np.ndarray | None, threshold: float, quality_weight: float = 0.0,
-                    augment: Augment = "none") -> PresenceResult:
+                    augment: Augment = "none", head: PresenceHead | None = None) -> PresenceResult:
     """Decide for each of N `texts` whether its object is in `image` uint8 (H, W, 3), from the decoder's K candidate
     masks of that text, `candidates` bool (N, K, H, W), with SAM's predicted IoU `quality` (N, K).
 
     Text i is present when a candidate's crop reaches `threshold` (cosine with text i, the score of
-    `rank.rank_masks`); `picked` is then the best of those by cosine + `quality_weight` x predicted IoU. Every crop
-    is embedded in one batch.
+    `rank.rank_masks`); `picked` is then the best of those by cosine + `quality_weight` x predicted IoU. With a
+    trained `head`, the threshold applies to its probability instead, and `picked` is the most probable candidate
+    (`scores` are then probabilities). Every crop is embedded in one batch.
     """
     candidates = np.asarray(candidates, dtype=bool)
     if candidates.ndim != 4 or len(texts) != candidates.shape[0]:
@@ -100,6 +107,8 @@ def decide_presence(clip: ClipModel, image: np.ndarray, texts: Sequence[str], ca
         quality = np.asarray(quality, dtype=np.float32).reshape(n, k)
     flat = candidates.reshape(n * k, *candidates.shape[2:])
     embedded = crop_embeddings(clip, image, flat, augment).view(n, k, -1) if n else None
+    if head is not None:
+        return _decide_with_head(head, clip, image, texts, flat, embedded, quality, threshold, n, k)
     present = np.zeros(n, dtype=bool)
     picked = np.zeros(n, dtype=np.int64)
     scores = np.full(n, -1.0, dtype=np.float32)
@@ -115,6 +124,24 @@ def decide_presence(clip: ClipModel, image: np.ndarray, texts: Sequence[str], ca
             picked[i] = int(np.argmax(order))
             scores[i] = float(ranked.cosines[picked[i]])
     return PresenceResult(present, picked, scores, float(threshold))
+
+
+def _decide_with_head(head: PresenceHead, clip: ClipModel, image: np.ndarray, texts: Sequence[str],
+                      flat: np.ndarray, embedded: torch.Tensor | None, quality: np.ndarray | None, threshold: float,
+                      n: int, k: int) -> PresenceResult:
+    if not n:
+        return PresenceResult(np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.float32), float(threshold))
+    assert embedded is not None
+    text = clip.embed_text(list(texts))
+    cosine = (embedded * text[:, None].to(embedded.device, embedded.dtype)).sum(-1).double().cpu().numpy()
+    small = flat.reshape(n * k, -1).sum(axis=1) < RANK_MIN_AREA  # never ranked: as rank_masks leaves them out
+    cosine[small.reshape(n, k)] = -np.inf
+    quality = np.zeros((n, k)) if quality is None else quality
+    probability = head.probabilities(cosine, quality, mask_descriptors(image, flat).reshape(n, k, -1),
+                                     text.float().cpu().numpy())
+    picked = probability.argmax(axis=1)
+    best = probability[np.arange(n), picked]
+    return PresenceResult(best >= threshold, picked, best.astype(np.float32), float(threshold))
 
 
 __all__ = ["PRESENCE_KEY", "PresenceCalibration", "PresenceResult", "check_presence_threshold", "crop_embeddings",
