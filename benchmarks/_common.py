@@ -59,6 +59,27 @@ def best_time(fn: Callable[[], object], repeats: int,
     return best, result
 
 
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int, pause: float,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds of each run, `rounds` times, in turn (one warm-up each first), the order rotated every round. The
+    same pause after every call: onnxruntime's threads must stop spinning before the next call, and a call after
+    an idle pause starts with colder caches (and sleeping worker threads) than one right after another, so every
+    call gets the same start."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for name in names:
+        runs[name]()
+        time.sleep(pause)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = clock()
+            runs[name]()
+            times[name].append(clock() - start)
+            time.sleep(pause)
+    return times
+
+
 def benchmark_image(size: int = 1024) -> np.ndarray:
     """A real photograph from ../shared/images when present, else a deterministic synthetic picture."""
     path = SHARED_IMAGES / "dog.jpg"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_report, load_average, twin_models
+from _common import cpu_report, interleaved, load_average, twin_models
 
 from samflow.models.sam import build_sam
 from samflow.predict.predictor import SamPredictor
@@ -98,25 +98,6 @@ def export_decoder(ref: torch.nn.Module, path: Path, full_size: bool = True,
 CLOCK = time.perf_counter  # --cpu-time: time.process_time (with --threads 1: robust on a shared machine)
 
 
-def interleaved(runs: dict[str, Callable[[], object]], rounds: int, pause: float) -> dict[str, list[float]]:
-    """Seconds of each run, `rounds` times, in turn (one warm-up each first), the order rotated every round. The
-    same pause after every call: onnxruntime's threads must stop spinning before the next call, and a call after
-    an idle pause starts with colder caches than one right after another, so every call gets the same start."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for name in names:
-        runs[name]()
-        time.sleep(pause)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = CLOCK()
-            runs[name]()
-            times[name].append(CLOCK() - start)
-            time.sleep(pause)
-    return times
-
-
 def rel_diff(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     a, b = np.asarray(torch.as_tensor(a).float()), np.asarray(torch.as_tensor(b).float())
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
@@ -145,7 +126,7 @@ def bench_encoder(ours: torch.nn.Module, ours_bf16: torch.nn.Module | None, onnx
             "samflow fp32": keep("fp32", lambda: ours.image_encoder(x))}
     if ours_bf16 is not None:
         runs["samflow bfloat16"] = keep("bf16", lambda: ours_bf16.image_encoder(x.to(ours_bf16.dtype)))
-    times = interleaved(runs, rounds, pause)
+    times = interleaved(runs, rounds, pause, CLOCK)
     base = statistics.median(times["onnxruntime fp32"])
     print(f"\nimage encoder, {size} px, {rounds} interleaved rounds (seconds per image)")
     for name, values in times.items():
@@ -207,7 +188,7 @@ def bench_decoder(ours: torch.nn.Module, onnx_paths: tuple[Path, Path], threads:
                                                                   multimask_output=True, return_logits=True)),
         "samflow decoder": full("dec", decoder_only),
     }
-    times = interleaved(runs, rounds, pause)
+    times = interleaved(runs, rounds, pause, CLOCK)
     base = statistics.median(times["onnxruntime"])
     print(f"\none click on a {w}x{h} image, {rounds} interleaved rounds (ms)")
     print(f"  onnxruntime (decoder + best mask at {w}x{h})       {spread(times['onnxruntime'], 1e3, 1)} ms")

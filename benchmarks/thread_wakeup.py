@@ -4,9 +4,9 @@
 
 A click arrives after the user has been idle, so the decoder's first parallel operation finds its worker threads
 asleep. On a virtual machine, waking a worker whose core is idle can take milliseconds (the host must schedule
-that virtual CPU again). This times three things after each pause: a tiny matmul (7x256 @ 256x256: no real work,
-only the wake-up), a decoder-sized one (4096x256 @ 256x256) and a pure-Python loop (the main thread alone, as a
-control). The per-click figures of benchmarks/onnx_anchor.py pause after every call, so both samflow and
+that virtual CPU again). This times three things in turn, each after the pause (`_common.interleaved`, as
+onnx_anchor.py times its rows): a tiny matmul (7x256 @ 256x256: no real work, only the wake-up), a decoder-sized
+one (4096x256 @ 256x256) and a pure-Python loop (the main thread alone, as a control). The per-click figures of benchmarks/onnx_anchor.py pause after every call, so both samflow and
 onnxruntime pay this cost there.
 """
 
@@ -14,22 +14,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
-from _common import cpu_report, load_average
-
-
-def median_ms(fn: Callable[[], object], pause: float, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        time.sleep(pause)
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+from _common import cpu_report, interleaved, load_average
 
 
 def main() -> None:
@@ -47,8 +34,9 @@ def main() -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         for pause in (float(p) for p in args.pauses.split(",")):
-            cells = [median_ms(fn, pause, args.repeats) for fn in rows.values()]
-            print(f"{threads:>7} {pause:>8.3f} " + " ".join(f"{c:>16.3f}" for c in cells))
+            times = interleaved(rows, args.repeats, pause)
+            print(f"{threads:>7} {pause:>8.3f} " + " ".join(f"{statistics.median(times[name]) * 1e3:>16.3f}"
+                                                            for name in rows))
     print(load_average())
 
 
