@@ -1,4 +1,4 @@
-"""The decoder's per-image reuse (first-layer projections kept for the last image) never serves stale values."""
+"""The decoder's per-image reuse (image-only products kept for the last image) never serves stale values."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ CLICK = dict(point_coords=np.array([[40.0, 30.0]]), point_labels=np.array([1]))
 
 
 def _fresh(model, image):
-    model.mask_decoder.transformer._first_projection = None
+    model.mask_decoder.transformer._factored_cache = None
     p = SamPredictor(model)
     p.set_image(image)
     return p.predict(**CLICK, return_logits=True)[2]
@@ -26,7 +26,7 @@ def test_reuse_is_exact_and_follows_the_image(twins):
     p.set_image(a)
     first = p.predict(**CLICK, return_logits=True)[2]
     again = p.predict(**CLICK, return_logits=True)[2]  # served from the kept projection
-    assert model.mask_decoder.transformer._first_projection is not None
+    assert model.mask_decoder.transformer._factored_cache is not None
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(first, expected_a, rtol=1e-5, atol=1e-5)
     p.set_image(b)  # a new embedding: the kept projection must not be used
@@ -44,7 +44,7 @@ def test_in_place_change_of_the_embedding_is_seen(twins):
     assert not np.allclose(before, after)
     q = SamPredictor(model)
     q.set_image_embedding(p.get_encoded())
-    model.mask_decoder.transformer._first_projection = None
+    model.mask_decoder.transformer._factored_cache = None
     np.testing.assert_allclose(after, q.predict(**CLICK, return_logits=True)[2], rtol=1e-5, atol=1e-5)
 
 

@@ -28,6 +28,8 @@ HQ_MASK_CHUNK = 4
 class MaskDecoderHQ(MaskDecoder):
     """SAM's mask decoder plus the HQ token; `vit_dim`: channels of the early encoder features."""
 
+    factored_image_tokens = False  # its mask step reads the image tokens themselves
+
     is_hq = True
 
     def __init__(self, *, transformer_dim: int, transformer: TwoWayTransformer, num_multimask_outputs: int = 3,

@@ -11,6 +11,7 @@ from torch import nn
 
 from samflow.models.sam import common
 from samflow.models.sam.common import MLP, LayerNorm2d
+from samflow.models.sam.factored_tokens import FactoredImageTokens, cat_factored
 from samflow.models.sam.transformer import TwoWayTransformer
 
 # Prompts decoded together at inference; larger batches run in chunks of this many (their per-prompt image tokens,
@@ -21,6 +22,10 @@ UPSCALE_CHUNK_TOKENS = 512
 
 
 class MaskDecoder(nn.Module):
+    # Whether `attend` may return the per-prompt image tokens factored (its `masks_from_tokens` takes them);
+    # subclasses whose mask step reads the tokens otherwise set it False.
+    factored_image_tokens = True
+
     def __init__(self, *, transformer_dim: int, transformer: TwoWayTransformer, num_multimask_outputs: int = 3,
                  activation: type[nn.Module] = nn.GELU, iou_head_depth: int = 3,
                  iou_head_hidden_dim: int = 256) -> None:
@@ -99,12 +104,23 @@ class MaskDecoder(nn.Module):
         else:
             src = self._shared_source(image_key, image_embeddings, dense_prompt_embeddings)
         step = PROMPT_CHUNK if not torch.is_grad_enabled() and common.cache_blocked(tokens) else batch
+        if image_key is not None and self._factored_ok(src):
+            outs = [self.transformer.forward_factored(src, image_pe, tokens[i : i + step], image_key)
+                    for i in range(0, batch, step)]
+            return torch.cat([o[0] for o in outs]), cat_factored([o[1] for o in outs])
         if batch <= step:
             return self.transformer(src, image_pe, tokens, image_key=image_key)
         # Many prompts at inference: a few at a time, so each chunk's per-prompt image tokens stay in cache.
         outs = [self.transformer(src if src.shape[0] == 1 else src[i : i + step], image_pe, tokens[i : i + step],
                                  image_key=image_key) for i in range(0, batch, step)]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def _factored_ok(self, src: torch.Tensor) -> bool:
+        """Whether this call's image tokens can stay factored (samflow.models.sam.factored_tokens): a shared
+        image at inference in full precision, outside tracing, for a decoder whose mask step takes them."""
+        return (self.factored_image_tokens and src.shape[0] == 1 and not torch.is_grad_enabled()
+                and not torch.jit.is_tracing() and src.dtype in (torch.float32, torch.float64)
+                and not torch.is_autocast_enabled(src.device.type) and len(self.transformer.layers) > 0)
 
     def output_token_weights(self) -> torch.Tensor:
         """The learned output tokens put before the prompt tokens: IoU token, mask tokens (T, C)."""
@@ -157,16 +173,20 @@ class MaskDecoder(nn.Module):
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
         if index is not None:
-            hyper_in, image_tokens = hyper_in[index], image_tokens[index]
+            hyper_in = hyper_in[index]
+            image_tokens = image_tokens.select(index) if isinstance(image_tokens, FactoredImageTokens) \
+                else image_tokens[index]
         return self._upscaled_masks(image_tokens, hyper_in, h, w)
 
-    def _upscaled_masks(self, tokens: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _upscaled_masks(self, tokens: torch.Tensor | FactoredImageTokens, hyper_in: torch.Tensor, h: int,
+                        w: int) -> torch.Tensor:
         """`output_upscaling` and the hypernetwork product, computed channels-last as plain matmuls.
 
         A stride-2, kernel-2 transposed convolution is one matmul per pixel: (C) -> (2, 2, C_out). Chaining two of
         them on (B, h*w, C) tokens gives each low-res pixel its 4x4 block of outputs without any transpose of the
         32-channel features; only the K mask logits are rearranged at the end. Same arithmetic as the official
         ConvTranspose2d + LayerNorm2d path, faster on CPUs. tokens (B, h*w, C), hyper_in (B, K, C/8) -> (B, K, 4h, 4w).
+        Factored tokens are multiplied by the first matmul's weight from their factors (never materialised).
         """
         conv1, norm, act1, conv2, act2 = self.output_upscaling
         b, n, _ = tokens.shape
@@ -176,9 +196,13 @@ class MaskDecoder(nn.Module):
         hyper_t = hyper_in.transpose(1, 2)
         k = hyper_in.shape[1]
 
-        def logits(part: torch.Tensor) -> torch.Tensor:  # (B, m, C) tokens -> (B, m*16, K)
-            m = part.shape[1]
-            y = torch.matmul(part, w1).view(b, m * 4, c1).add_(conv1.bias)
+        def logits(rows: slice) -> torch.Tensor:  # tokens [rows] (m of them) -> (B, m*16, K)
+            if isinstance(tokens, FactoredImageTokens):
+                y = tokens.linear(w1, "output_upscaling", rows)
+            else:
+                y = torch.matmul(tokens[:, rows], w1)
+            m = y.shape[1]
+            y = y.view(b, m * 4, c1).add_(conv1.bias)
             y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
             y = act2(torch.matmul(y, w2).view(b, m * 16, c2).add_(conv2.bias))
             return torch.matmul(y, hyper_t)
@@ -186,10 +210,10 @@ class MaskDecoder(nn.Module):
         # A traced graph (ONNX export) gets one node per chunk: there the runtime does its own scheduling.
         if (torch.is_grad_enabled() or torch.jit.is_tracing() or b * n <= UPSCALE_CHUNK_TOKENS
                 or not common.cache_blocked(tokens)):
-            masks = logits(tokens)
+            masks = logits(slice(None))
         else:  # at inference a few grid rows at a time, so the 16x wider intermediates stay in cache
             step = max(w, UPSCALE_CHUNK_TOKENS // (b * w) * w)
-            masks = torch.cat([logits(tokens[:, i : i + step]) for i in range(0, n, step)], dim=1)
+            masks = torch.cat([logits(slice(i, i + step)) for i in range(0, n, step)], dim=1)
         # masks (B, h*w*16, K) is in (i, j, di1, dj1, di2, dj2) order
         masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return masks.reshape(b, k, 4 * h, 4 * w)

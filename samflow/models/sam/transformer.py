@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from samflow.models.sam.common import MLPBlock
+from samflow.models.sam.factored_tokens import FactoredImageTokens, ImageCache
 
 
 class Attention(nn.Module):
@@ -161,6 +162,28 @@ def image_to_tokens(attn: Attention, image: torch.Tensor, image_weight: torch.Te
     return torch.baddbmm(residual, probs.transpose(1, 2), values)
 
 
+def _softmax_over_tokens(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 2 (a head's few tokens) of (B, H, T, N) scores, in place when autograd is off: torch's
+    softmax over a short axis is many times slower than this written-out one."""
+    if torch.is_grad_enabled():
+        return scores.softmax(dim=2)
+    probs = scores.sub_(scores.amax(dim=2, keepdim=True)).exp_()
+    return probs.div_(probs.sum(dim=2, keepdim=True))
+
+
+def factored_tokens_to_image(attn: Attention, queries: torch.Tensor, keys: FactoredImageTokens,
+                             key_bias: torch.Tensor, name: Hashable) -> torch.Tensor:
+    """`attn(queries, keys + pe, keys)` with the image tokens in factored form; key_bias (N, Ci) = k_proj(pe)."""
+    b, t, _ = queries.shape
+    heads = attn.num_heads
+    q = attn.q_proj(queries)
+    d = q.shape[-1] // heads
+    q = q.view(b, t, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))  # (B, H, T, d)
+    probs = keys.scores(q, attn.k_proj.weight, key_bias, (name, "k")).softmax(dim=-1)
+    out = keys.mix(probs, attn.v_proj.weight, attn.v_proj.bias, (name, "v"))  # (B, H, T, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, t, heads * d))
+
+
 class TwoWayAttentionBlock(nn.Module):
     """Self-attention of tokens, tokens -> image, MLP on tokens, image -> tokens."""
 
@@ -220,6 +243,34 @@ class TwoWayAttentionBlock(nn.Module):
         return queries, self.norm4(mixed)
 
 
+    def forward_factored(self, queries: torch.Tensor, keys: FactoredImageTokens, query_pe: torch.Tensor,
+                         fused: tuple[torch.Tensor, torch.Tensor], name: Hashable) -> torch.Tensor:
+        """`forward` with the image tokens in factored form (updated in place); returns the new queries."""
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        ci = t2i.internal_dim
+        out = factored_tokens_to_image(t2i, queries + query_pe, keys, fused[1][:, :ci], (name, "t2i"))
+        queries = self.norm2(queries + out)
+        queries = self.norm3(queries + self.mlp(queries))
+
+        b, t, _ = queries.shape
+        heads = i2t.num_heads
+        k = i2t.k_proj(queries + query_pe)
+        d = k.shape[-1] // heads
+        k = k.view(b, t, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))
+        v = i2t.v_proj(queries).view(b, t, heads, d).transpose(1, 2)
+        scores = keys.scores(k, i2t.q_proj.weight, fused[1][:, 2 * ci :], (name, "i2t_q"))  # (B, H, T, N)
+        keys.add_attention(_softmax_over_tokens(scores), v, i2t.out_proj, (name, "i2t"))
+        keys.layer_norm(self.norm4, (name, "norm4"))
+        return queries
+
+
 class TwoWayTransformer(nn.Module):
     def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
                  activation: type[nn.Module] = nn.ReLU, attention_downsample_rate: int = 2) -> None:
@@ -237,6 +288,7 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
         self._constants: tuple[tuple, weakref.ref, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         self._first_projection: tuple[Hashable, torch.Tensor] | None = None
+        self._factored_cache: tuple[Hashable, ImageCache] | None = None
 
     def _image_side_constants(self, image_pe: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Fused image-side weights and positional biases of every layer and of the final attention.
@@ -291,6 +343,31 @@ class TwoWayTransformer(nn.Module):
         if keys.shape[0] != queries.shape[0]:  # depth 0: the image side was never mixed with the tokens
             keys = keys.expand(queries.shape[0], -1, -1)
         return queries, keys
+
+
+    def forward_factored(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
+                         image_key: Hashable) -> tuple[torch.Tensor, FactoredImageTokens]:
+        """`forward` for one shared image (1, C, h, w) at inference, its image tokens returned in factored form
+        (see samflow.models.sam.factored_tokens): the image-only products are kept for the last `image_key`."""
+        constants = self._image_side_constants(image_pe)
+        full_key = (image_key, id(constants))
+        cached = self._factored_cache  # read once: another thread may replace it
+        if cached is not None and cached[0] == full_key:
+            cache = cached[1]
+        else:
+            cache = ImageCache(image_embedding.flatten(2).permute(0, 2, 1)[0])
+            self._factored_cache = (full_key, cache)
+        b, t, _ = point_embedding.shape
+        terms_per_layer = max([layer.cross_attn_image_to_token.num_heads for layer in self.layers], default=0) * t + 2
+        keys = FactoredImageTokens(cache, b, capacity=len(self.layers) * terms_per_layer)
+        queries = point_embedding
+        for i, (layer, fused) in enumerate(zip(self.layers, constants)):
+            queries = layer.forward_factored(queries, keys, point_embedding, fused, i)
+        final = self.final_attn_token_to_image
+        bias = constants[-1][1]
+        attn_out = factored_tokens_to_image(final, queries + point_embedding, keys, bias[:, : final.internal_dim],
+                                            "final")
+        return self.norm_final_attn(queries + attn_out), keys
 
 
 def _version(t: torch.Tensor) -> int:

@@ -28,6 +28,8 @@ class Sam2TwoWayTransformer(TwoWayTransformer):
 
 
 class Sam2MaskDecoder(MaskDecoder):
+    factored_image_tokens = False  # its mask step reads the image tokens themselves
+
     def __init__(self, *, transformer_dim: int, transformer: TwoWayTransformer, num_multimask_outputs: int = 3,
                  iou_head_depth: int = 3, iou_head_hidden_dim: int = 256, pred_obj_scores_mlp: bool = True,
                  dynamic_multimask_via_stability: bool = True, dynamic_multimask_stability_delta: float = 0.05,

@@ -1,0 +1,310 @@
+"""A prompt's image tokens in the two-way transformer, kept as the shared image plus a few per-prompt factors.
+
+After the first image -> token attention every prompt has its own image tokens (4096 x 256 at 64x64), but they
+differ from the shared image tokens X0 only by few terms: the attention adds to each image token a mix of the
+prompt's (heads x tokens) value vectors pushed through the fixed output projection, and a layer norm rescales each
+row and maps the columns by a fixed matrix (centring, gain) and adds a fixed row. So, exactly,
+
+    X = diag(s) X0 G + sum_r coef_r rows_r,
+
+with s (N) a per-token scale, G (C, C) a fixed matrix, and R terms whose coefficients coef_r (N) and rows_r (C)
+are per prompt (R = heads x tokens + 2 per layer). Any product with a fixed weight W costs X0 (G W) once per
+image (cached) and N x R per prompt instead of N x C, and the layer norms come from the factors: a row's centred
+squared norm is s^2 |X0 G P|^2 + 2 s <X0 G P, rows> coef + coef' (rows P rows') coef (P: centring), whose cross
+terms are cheap because each layer's rows are the prompt's value vectors times that layer's fixed projection, so
+X0 G P times that projection is cached per image too. Same arithmetic up to rounding order; about a third of the
+per-prompt work of the materialised tokens and no pass over N x C per layer.
+
+Values here are for one shared image and B prompts; everything weight- or image-only goes in an `ImageCache`
+kept for the last image by the transformer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import torch
+from torch import nn
+
+
+class ImageCache:
+    """Products of one image's tokens X0 (N, C) with fixed (weight-only) matrices, and those matrices, by name."""
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        self.x0 = x0
+        self._values: dict[Hashable, torch.Tensor] = {}
+
+    def get(self, name: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        value = self._values.get(name)
+        if value is None:
+            value = self._values[name] = compute()
+        return value
+
+
+class _Block:
+    """Terms whose rows are `vals @ basis` (value vectors (B, H, T, d) through a fixed (H, d, C) projection), or
+    one fixed row `basis` (1, C) when vals is None. Their coefficients are rows [start, stop) of the coefficients."""
+
+    __slots__ = ("vals", "basis", "name", "start", "stop")
+
+    def __init__(self, vals: torch.Tensor | None, basis: torch.Tensor, name: Hashable, start: int, stop: int) -> None:
+        self.vals, self.basis, self.name, self.start, self.stop = vals, basis, name, start, stop
+
+    def rows(self, batch: int) -> torch.Tensor:
+        """(B, K, C) explicit rows."""
+        if self.vals is None:
+            return self.basis.expand(batch, 1, -1)
+        b, h, t, _ = self.vals.shape
+        return torch.matmul(self.vals, self.basis).view(b, h * t, -1)
+
+
+class FactoredImageTokens:
+    """Image tokens (B, N, C) of B prompts over one image, as diag(s) X0 G + coef^T rows (see the module doc)."""
+
+    def __init__(self, cache: ImageCache, batch: int, capacity: int) -> None:
+        """`capacity`: the most terms the tokens will get (their coefficients are kept in one buffer)."""
+        self.cache = cache
+        self.batch = batch
+        self.scale: torch.Tensor | None = None  # (B, N); None: all ones
+        self.g: torch.Tensor | None = None  # (C, C); None: the identity
+        self.g_name: Hashable = "I"
+        x0 = cache.x0
+        self._buffer = x0.new_empty(batch, capacity, x0.shape[0])
+        self.coef = self._buffer[:, :0]  # (B, R, N)
+        self.blocks: list[_Block] = []
+
+    def _append(self, coef: torch.Tensor | None, k: int) -> tuple[int, int]:
+        """Room for k more terms, their coefficients `coef` (B, k, N) or ones: their (start, stop)."""
+        start = self.coef.shape[1]
+        stop = start + k
+        if stop > self._buffer.shape[1]:
+            raise RuntimeError(f"factored image tokens: {stop} terms exceed the capacity {self._buffer.shape[1]}")
+        if coef is None:
+            self._buffer[:, start:stop].fill_(1.0)
+        else:
+            self._buffer[:, start:stop].copy_(coef)
+        self.coef = self._buffer[:, :stop]
+        return start, stop
+
+    @property
+    def device(self) -> torch.device:
+        return self.cache.x0.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.cache.x0.dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.batch, *self.cache.x0.shape))
+
+    # -- fixed products, cached per image ------------------------------------------------------------------------
+
+    def _x0_times(self, name: Hashable, right: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """X0 G right() (N, K), cached under (G, name)."""
+        def compute() -> torch.Tensor:
+            r = right()
+            return torch.matmul(self.cache.x0, r if self.g is None else torch.matmul(self.g, r))
+        return self.cache.get(("x0", self.g_name, name), compute)
+
+    def _heads_dn(self, name: Hashable, weight: torch.Tensor, heads: int,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(X0 G W^T [+ bias]) laid out (H, d, N) for scores against per-head vectors; bias (N, Ci) is folded in
+        only while s is all ones (the first layer)."""
+        def compute() -> torch.Tensor:
+            m = self._x0_times(("w", name), lambda: weight.t())
+            if bias is not None:
+                m = m + bias
+            n = m.shape[0]
+            return m.t().reshape(heads, -1, n).contiguous()
+        return self.cache.get(("dn", self.g_name, name, bias is not None), compute)
+
+    def _heads_nd(self, name: Hashable, weight: torch.Tensor, heads: int) -> torch.Tensor:
+        """X0 G W^T laid out (H, N, d), for mixing over N."""
+        def compute() -> torch.Tensor:
+            m = self._x0_times(("w", name), lambda: weight.t())
+            n = m.shape[0]
+            return m.view(n, heads, -1).permute(1, 0, 2).contiguous()
+        return self.cache.get(("nd", self.g_name, name), compute)
+
+    def _projected_rows(self, name: Hashable, weight: torch.Tensor) -> torch.Tensor:
+        """Every term's row through W (Ci, C): (B, R, Ci), from the value vectors and cached basis @ W^T."""
+        parts = []
+        for block in self.blocks:
+            basis_w = self.cache.get(("bw", block.name, name), lambda blk=block: torch.matmul(blk.basis, weight.t()))
+            if block.vals is None:
+                parts.append(basis_w.expand(self.batch, 1, -1))
+            else:
+                b, h, t, _ = block.vals.shape
+                parts.append(torch.matmul(block.vals, basis_w).view(b, h * t, -1))
+        return torch.cat(parts, dim=1)
+
+    # -- attention against the image tokens ----------------------------------------------------------------------
+
+    def scores(self, vectors: torch.Tensor, weight: torch.Tensor, position_bias: torch.Tensor,
+               name: Hashable) -> torch.Tensor:
+        """vectors (B, H, T, d) dotted with each head's slice of (X + pe) W^T + b, given as `weight` (Ci, C) and
+        `position_bias` (N, Ci) = pe W^T + b: (B, H, T, N)."""
+        b, h, t, d = vectors.shape
+        if self.scale is None and not self.blocks:
+            return _per_head(vectors, self._heads_dn(name, weight, h, position_bias))
+        bias = self.cache.get(("pb", name), lambda: position_bias.t().reshape(h, -1, position_bias.shape[0])
+                              .contiguous())
+        out = _per_head(vectors, bias)
+        image = _per_head(vectors, self._heads_dn(name, weight, h))
+        if self.scale is None:
+            out = out.add_(image)
+        else:
+            out = out.addcmul_(image, self.scale[:, None, None, :])
+        if self.blocks:
+            rows = self._projected_rows(name, weight)  # (B, R, Ci)
+            small = torch.matmul(vectors, rows.view(b, -1, h, d).permute(0, 2, 3, 1))  # (B, H, T, R)
+            out = out.view(b, h * t, -1).baddbmm_(small.reshape(b, h * t, -1), self.coef).view(b, h, t, -1)
+        return out
+
+    def mix(self, probs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            name: Hashable) -> torch.Tensor:
+        """probs (B, H, T, N) (each row summing to one) times each head's slice of X W^T + b: (B, H, T, d)."""
+        b, h, t, n = probs.shape
+        image = self._heads_nd(name, weight, h)
+        if self.scale is None:
+            out = _per_head(probs, image)
+        else:
+            out = torch.stack([torch.bmm(probs[i] * self.scale[i], image) for i in range(b)])
+        if self.blocks:
+            rows = self._projected_rows(name, weight)  # (B, R, Ci)
+            pc = torch.bmm(probs.reshape(b, h * t, n), self.coef.transpose(1, 2)).view(b, h, t, -1)  # (B,H,T,R)
+            out = out + torch.matmul(pc, rows.view(b, -1, h, out.shape[-1]).transpose(1, 2))
+        if bias is not None:
+            out = out + bias.view(h, 1, -1)
+        return out
+
+    # -- updates --------------------------------------------------------------------------------------------------
+
+    def add_attention(self, probs: torch.Tensor, values: torch.Tensor, out_proj: nn.Linear, name: Hashable) -> None:
+        """X += out_proj(sum_t probs[..., t, n] values[t]) for every image token n: probs (B, H, T, N) summing to
+        one over T per head, values (B, H, T, d)."""
+        b, h, t, n = probs.shape
+        c = out_proj.out_features
+        basis = self.cache.get(("wo", name), lambda: out_proj.weight.t().reshape(h, -1, c).contiguous())
+        self.blocks.append(_Block(values, basis, ("wo", name), *self._append(probs.reshape(b, h * t, n), h * t)))
+        if out_proj.bias is not None:  # each head's probabilities sum to one: every token gets the bias h/h times
+            bias = self.cache.get(("bo", name), lambda: out_proj.bias.view(1, c))
+            self.blocks.append(_Block(None, bias, ("bo", name), *self._append(None, 1)))
+
+    def layer_norm(self, norm: nn.LayerNorm, name: Hashable) -> None:
+        """X = norm(X) over C, computed from the factors."""
+        b = self.batch
+        c = self.cache.x0.shape[1]
+        g_name = self.g_name
+        g_centred = self.cache.get(("gP", g_name), lambda: _centre_rows(self.g, c, self.cache.x0))
+        e0 = self.cache.get(("e0", g_name), lambda: torch.matmul(self.cache.x0, g_centred).square_().sum(-1))
+        s = self.scale
+        total = e0.expand(b, -1) if s is None else e0 * s.square()
+        if self.blocks:
+            rows = torch.cat([blk.rows(b) for blk in self.blocks], dim=1)  # (B, R, C)
+            rows_c = rows - rows.mean(-1, keepdim=True)
+            gram = torch.bmm(rows_c, rows_c.transpose(1, 2))  # (B, R, R)
+            quadratic = torch.bmm(gram, self.coef).mul_(self.coef).sum(1)  # coef' gram coef, (B, N)
+            cross = sum((self._cross(blk, g_centred).mul_(self.coef[:, blk.start : blk.stop])).sum(1)
+                        for blk in self.blocks)  # <X0 G P, rows> coef, (B, N)
+            total = total + quadratic + cross.mul_(2.0 if s is None else 2.0 * s)
+        rstd = (total / c + norm.eps).rsqrt_()
+        self.scale = rstd if s is None else s * rstd
+        gamma, beta = norm.weight, norm.bias
+        new_g_name = (g_name, name)
+        self.g = self.cache.get(("G", new_g_name), lambda: g_centred * gamma)
+        self.g_name = new_g_name
+        self.coef.mul_(rstd[:, None, :])
+        for blk in self.blocks:
+            old, new = blk.basis, (blk.name, name)
+            blk.basis = self.cache.get(("basis", new), lambda o=old: (o - o.mean(-1, keepdim=True)) * gamma)
+            blk.name = new
+        self.blocks.append(_Block(None, self.cache.get(("beta", name), lambda: beta.view(1, c)), ("beta", name),
+                                  *self._append(None, 1)))
+
+    def _cross(self, blk: _Block, g_centred: torch.Tensor) -> torch.Tensor:
+        """(X0 G P rows^T) for one block's rows: (B, K, N), through the cached X0 G P basis^T."""
+        if blk.vals is None:
+            m = self.cache.get(("cross", self.g_name, blk.name),
+                               lambda: torch.matmul(self.cache.x0, torch.matmul(g_centred, blk.basis[0])))
+            return m.expand(self.batch, 1, -1).clone()
+        b, h, t, d = blk.vals.shape
+
+        def compute() -> torch.Tensor:  # (H, d, N)
+            basis_t = blk.basis.permute(2, 0, 1).reshape(blk.basis.shape[2], h * d)  # (C, H*d)
+            m = torch.matmul(self.cache.x0, torch.matmul(g_centred, basis_t))  # (N, H*d)
+            return m.t().reshape(h, d, -1).contiguous()
+        m = self.cache.get(("cross", self.g_name, blk.name), compute)
+        return _per_head(blk.vals, m).view(b, h * t, -1)
+
+    # -- dense results --------------------------------------------------------------------------------------------
+
+    def linear(self, weight_t: torch.Tensor, name: Hashable, rows: slice = slice(None)) -> torch.Tensor:
+        """X[:, rows] @ weight_t (C, K): (B, m, K)."""
+        fixed = self._x0_times(("lin", name), lambda: weight_t)[rows]
+        s = self.scale
+        out = fixed.expand(self.batch, -1, -1) if s is None else fixed * s[:, rows, None]
+        if not self.blocks:
+            return out.contiguous()
+        parts = []
+        for block in self.blocks:
+            basis_w = self.cache.get(("bl", block.name, name), lambda blk=block: torch.matmul(blk.basis, weight_t))
+            if block.vals is None:
+                parts.append(basis_w.expand(self.batch, 1, -1))
+            else:
+                b, h, t, _ = block.vals.shape
+                parts.append(torch.matmul(block.vals, basis_w).view(b, h * t, -1))
+        projected = torch.cat(parts, dim=1)  # (B, R, K)
+        return torch.baddbmm(out, self.coef[:, :, rows].transpose(1, 2), projected)
+
+    def dense(self) -> torch.Tensor:
+        """The tokens themselves, (B, N, C)."""
+        c = self.cache.x0.shape[1]
+        eye = self.cache.get("eye", lambda: torch.eye(c, dtype=self.cache.x0.dtype, device=self.cache.x0.device))
+        return self.linear(eye, "identity")
+
+    def select(self, index: torch.Tensor) -> FactoredImageTokens:
+        """The tokens of prompts `index` (n,)."""
+        out = FactoredImageTokens.__new__(FactoredImageTokens)
+        out.cache, out.batch = self.cache, int(index.shape[0])
+        out.scale = None if self.scale is None else self.scale[index]
+        out.g, out.g_name = self.g, self.g_name
+        out.coef = out._buffer = self.coef[index]
+        out.blocks = [_Block(None if blk.vals is None else blk.vals[index], blk.basis, blk.name, blk.start, blk.stop)
+                      for blk in self.blocks]
+        return out
+
+
+def cat_factored(parts: list[FactoredImageTokens]) -> FactoredImageTokens:
+    """The tokens of several prompt batches over the same image (made by the same transformer), as one batch."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    out = FactoredImageTokens.__new__(FactoredImageTokens)
+    out.cache, out.batch = first.cache, sum(p.batch for p in parts)
+    out.scale = None if first.scale is None else torch.cat([p.scale for p in parts])
+    out.g, out.g_name = first.g, first.g_name
+    out.coef = out._buffer = torch.cat([p.coef for p in parts])
+    out.blocks = [_Block(None if blk.vals is None else torch.cat([p.blocks[i].vals for p in parts]), blk.basis,
+                         blk.name, blk.start, blk.stop) for i, blk in enumerate(first.blocks)]
+    return out
+
+
+def _per_head(vectors: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """vectors (B, H, T, K) times each head's m (H, K, N): (B, H, T, N), as one matmul per head over all prompts
+    (a broadcast matmul would copy m once per prompt)."""
+    b, h, t, k = vectors.shape
+    if b == 1:
+        return torch.matmul(vectors[0], m)[None]
+    out = vectors.new_empty(b, h, t, m.shape[-1])
+    for i in range(b):  # each prompt's (H, T, N) straight into its place: no relayout of the wide result
+        torch.bmm(vectors[i], m, out=out[i])
+    return out
+
+
+def _centre_rows(g: torch.Tensor | None, c: int, like: torch.Tensor) -> torch.Tensor:
+    """G P, P = I - 11^T / C (each row of G minus its mean); G None is the identity."""
+    if g is None:
+        g = torch.eye(c, dtype=like.dtype, device=like.device)
+    return g - g.mean(-1, keepdim=True)
