@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -445,8 +446,11 @@ class SamAutomaticMaskGenerator:
         if logits.device.type == "cpu":
             values = logits.numpy()
             flat = values.reshape(len(values), -1)
-            high = np.array([np.count_nonzero(row > threshold + self.stability_score_offset) for row in flat])
-            low = np.array([np.count_nonzero(row > threshold - self.stability_score_offset) for row in flat])
+            upper, lower = threshold + self.stability_score_offset, threshold - self.stability_score_offset
+            counts = np.array(_map_rows(lambda i: (np.count_nonzero(flat[i] > upper),
+                                                   np.count_nonzero(flat[i] > lower)), len(flat)),
+                              dtype=np.int64).reshape(-1, 2)
+            high, low = counts[:, 0], counts[:, 1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 stability = high.astype(np.float32) / low.astype(np.float32)  # 0 / 0 is NaN, as official
         else:
@@ -458,8 +462,9 @@ class SamAutomaticMaskGenerator:
             good = np.arange(len(stability))
         if isinstance(values, torch.Tensor):
             masks = (values[torch.as_tensor(good, device=values.device)] > threshold).cpu().numpy()
-        else:
-            masks = values[good] > threshold
+        else:  # row by row into one array: no copy of the chosen logits first
+            masks = np.empty((len(good), *values.shape[1:]), dtype=bool)
+            _map_rows(lambda j: np.greater(values[good[j]], threshold, out=masks[j]), len(good))
         box = ops.masks_to_boxes(masks)
         # Masks cut by a crop border are left to the crops that see them whole.
         inside = ~ops.boxes_near_crop_edge(torch.from_numpy(box), crop_box, [0, 0, size[1], size[0]]).numpy()
@@ -485,6 +490,22 @@ class SamAutomaticMaskGenerator:
         data.counts = new_counts
         data.boxes = boxes.numpy()
         return data.select(keep)
+
+
+T = TypeVar("T")
+_ROW_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
+
+
+def _map_rows(fn: Callable[[int], T], n: int) -> list[T]:
+    """[fn(0), ..., fn(n - 1)] on torch's thread count: numpy's comparisons and counts over a full-resolution mask
+    release the GIL, so the rows of a chunk are counted on all cores, as torch's own work is."""
+    global _ROW_POOL
+    workers = min(n, torch.get_num_threads())
+    if workers <= 1:
+        return [fn(i) for i in range(n)]
+    if _ROW_POOL is None or _ROW_POOL[0] < workers:
+        _ROW_POOL = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="samflow-amg-rows"))
+    return list(_ROW_POOL[1].map(fn, range(n)))
 
 
 class Sam2AutomaticMaskGenerator(SamAutomaticMaskGenerator):

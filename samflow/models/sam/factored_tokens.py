@@ -166,11 +166,8 @@ class FactoredImageTokens:
             name: Hashable) -> torch.Tensor:
         """probs (B, H, T, N) (each row summing to one) times each head's slice of X W^T + b: (B, H, T, d)."""
         b, h, t, n = probs.shape
-        image = self._heads_nd(name, weight, h)
-        if self.scale is None:
-            out = _per_head(probs, image)
-        else:
-            out = torch.stack([torch.bmm(probs[i] * self.scale[i], image) for i in range(b)])
+        weighted = probs if self.scale is None else probs * self.scale[:, None, None, :]
+        out = _per_head(weighted, self._heads_nd(name, weight, h))
         if self.blocks:
             rows = self._projected_rows(name, weight)  # (B, R, Ci)
             pc = torch.bmm(probs.reshape(b, h * t, n), self.coef.transpose(1, 2)).view(b, h, t, -1)  # (B,H,T,R)
@@ -206,8 +203,7 @@ class FactoredImageTokens:
             rows_c = rows - rows.mean(-1, keepdim=True)
             gram = torch.bmm(rows_c, rows_c.transpose(1, 2))  # (B, R, R)
             quadratic = torch.bmm(gram, self.coef).mul_(self.coef).sum(1)  # coef' gram coef, (B, N)
-            cross = sum((self._cross(blk, g_centred).mul_(self.coef[:, blk.start : blk.stop])).sum(1)
-                        for blk in self.blocks)  # <X0 G P, rows> coef, (B, N)
+            cross = sum(self._cross(blk, g_centred) for blk in self.blocks)  # <X0 G P, rows> coef, (B, N)
             total = total + quadratic + cross.mul_(2.0 if s is None else 2.0 * s)
         rstd = (total / c + norm.eps).rsqrt_()
         self.scale = rstd if s is None else s * rstd
@@ -224,11 +220,12 @@ class FactoredImageTokens:
                                   *self._append(None, 1)))
 
     def _cross(self, blk: _Block, g_centred: torch.Tensor) -> torch.Tensor:
-        """(X0 G P rows^T) for one block's rows: (B, K, N), through the cached X0 G P basis^T."""
+        """sum over one block's terms of coef * (X0 G P row^T): (B, N), through the cached X0 G P basis^T."""
+        coef = self.coef[:, blk.start : blk.stop]
         if blk.vals is None:
             m = self.cache.get(("cross", self.g_name, blk.name),
                                lambda: torch.matmul(self.cache.x0, torch.matmul(g_centred, blk.basis[0])))
-            return m.expand(self.batch, 1, -1).clone()
+            return coef[:, 0] * m
         b, h, t, d = blk.vals.shape
 
         def compute() -> torch.Tensor:  # (H, d, N)
@@ -236,33 +233,40 @@ class FactoredImageTokens:
             m = torch.matmul(self.cache.x0, torch.matmul(g_centred, basis_t))  # (N, H*d)
             return m.t().reshape(h, d, -1).contiguous()
         m = self.cache.get(("cross", self.g_name, blk.name), compute)
-        return _per_head(blk.vals, m).view(b, h * t, -1)
+        return _per_head(blk.vals, m).mul_(coef.view(b, h, t, -1)).sum((1, 2))
 
     # -- dense results --------------------------------------------------------------------------------------------
 
-    def linear(self, weight_t: torch.Tensor, name: Hashable, rows: slice = slice(None)) -> torch.Tensor:
-        """X[:, rows] @ weight_t (C, K): (B, m, K)."""
-        fixed = self._x0_times(("lin", name), lambda: weight_t)[rows]
+    def linear(self, weight_t: torch.Tensor, name: Hashable) -> Callable[[slice], torch.Tensor]:
+        """rows -> X[:, rows] @ weight_t (C, K), (B, m, K); the per-prompt rows' products are made once."""
+        fixed = self._x0_times(("lin", name), lambda: weight_t)
         s = self.scale
-        out = fixed.expand(self.batch, -1, -1) if s is None else fixed * s[:, rows, None]
-        if not self.blocks:
-            return out.contiguous()
-        parts = []
-        for block in self.blocks:
-            basis_w = self.cache.get(("bl", block.name, name), lambda blk=block: torch.matmul(blk.basis, weight_t))
-            if block.vals is None:
-                parts.append(basis_w.expand(self.batch, 1, -1))
-            else:
-                b, h, t, _ = block.vals.shape
-                parts.append(torch.matmul(block.vals, basis_w).view(b, h * t, -1))
-        projected = torch.cat(parts, dim=1)  # (B, R, K)
-        return torch.baddbmm(out, self.coef[:, :, rows].transpose(1, 2), projected)
+        projected = None
+        if self.blocks:
+            parts = []
+            for block in self.blocks:
+                basis_w = self.cache.get(("bl", block.name, name),
+                                         lambda blk=block: torch.matmul(blk.basis, weight_t))
+                if block.vals is None:
+                    parts.append(basis_w.expand(self.batch, 1, -1))
+                else:
+                    b, h, t, _ = block.vals.shape
+                    parts.append(torch.matmul(block.vals, basis_w).view(b, h * t, -1))
+            projected = torch.cat(parts, dim=1)  # (B, R, K)
+        coef_t = self.coef.transpose(1, 2)  # (B, N, R)
+
+        def rows_of(rows: slice) -> torch.Tensor:
+            out = fixed[rows].expand(self.batch, -1, -1) if s is None else fixed[rows] * s[:, rows, None]
+            if projected is None:
+                return out.contiguous()
+            return torch.baddbmm(out, coef_t[:, rows], projected)
+        return rows_of
 
     def dense(self) -> torch.Tensor:
         """The tokens themselves, (B, N, C)."""
         c = self.cache.x0.shape[1]
         eye = self.cache.get("eye", lambda: torch.eye(c, dtype=self.cache.x0.dtype, device=self.cache.x0.device))
-        return self.linear(eye, "identity")
+        return self.linear(eye, "identity")(slice(None))
 
     def select(self, index: torch.Tensor) -> FactoredImageTokens:
         """The tokens of prompts `index` (n,)."""
@@ -292,13 +296,14 @@ def cat_factored(parts: list[FactoredImageTokens]) -> FactoredImageTokens:
 
 
 def _per_head(vectors: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """vectors (B, H, T, K) times each head's m (H, K, N): (B, H, T, N), as one matmul per head over all prompts
-    (a broadcast matmul would copy m once per prompt)."""
-    b, h, t, k = vectors.shape
+    """vectors (B, H, T, K) times each head's m (H, K, N): (B, H, T, N) (a broadcast matmul would copy m once
+    per prompt)."""
+    b = vectors.shape[0]
     if b == 1:
         return torch.matmul(vectors[0], m)[None]
-    out = vectors.new_empty(b, h, t, m.shape[-1])
-    for i in range(b):  # each prompt's (H, T, N) straight into its place: no relayout of the wide result
+    # (einsum is faster alone but leaves a (H, B, T, N) layout that makes the elementwise work after it slower)
+    out = vectors.new_empty(b, *vectors.shape[1:3], m.shape[-1])
+    for i in range(b):  # each prompt's (H, T, N) straight into its place
         torch.bmm(vectors[i], m, out=out[i])
     return out
 

@@ -17,6 +17,9 @@ from samflow.models.sam.transformer import TwoWayTransformer
 # Prompts decoded together at inference; larger batches run in chunks of this many (their per-prompt image tokens,
 # 4 MiB each at 64x64, then stay in the CPU cache between the transformer's steps).
 PROMPT_CHUNK = 8
+# With factored image tokens (samflow.models.sam.factored_tokens): PROMPT_CHUNK prompts per this many image
+# tokens, up to 4x PROMPT_CHUNK (measured: 32 prompts at a 32x32 grid, 8 at 64x64).
+FACTORED_CHUNK_TOKENS = 4096
 # Image tokens upscaled at a time at inference (each becomes 16 pixels of 32 channels: 512 tokens ~ 1 MiB).
 UPSCALE_CHUNK_TOKENS = 512
 
@@ -105,6 +108,8 @@ class MaskDecoder(nn.Module):
             src = self._shared_source(image_key, image_embeddings, dense_prompt_embeddings)
         step = PROMPT_CHUNK if not torch.is_grad_enabled() and common.cache_blocked(tokens) else batch
         if image_key is not None and self._factored_ok(src):
+            if step != batch:  # factored tokens take N x R per prompt, not N x C: more prompts fit in cache
+                step = PROMPT_CHUNK * max(1, min(4, FACTORED_CHUNK_TOKENS // (src.shape[-2] * src.shape[-1])))
             outs = [self.transformer.forward_factored(src, image_pe, tokens[i : i + step], image_key)
                     for i in range(0, batch, step)]
             return torch.cat([o[0] for o in outs]), cat_factored([o[1] for o in outs])
@@ -196,11 +201,10 @@ class MaskDecoder(nn.Module):
         hyper_t = hyper_in.transpose(1, 2)
         k = hyper_in.shape[1]
 
+        factored = tokens.linear(w1, "output_upscaling") if isinstance(tokens, FactoredImageTokens) else None
+
         def logits(rows: slice) -> torch.Tensor:  # tokens [rows] (m of them) -> (B, m*16, K)
-            if isinstance(tokens, FactoredImageTokens):
-                y = tokens.linear(w1, "output_upscaling", rows)
-            else:
-                y = torch.matmul(tokens[:, rows], w1)
+            y = torch.matmul(tokens[:, rows], w1) if factored is None else factored(rows)
             m = y.shape[1]
             y = y.view(b, m * 4, c1).add_(conv1.bias)
             y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
