@@ -28,7 +28,11 @@ from samflow.export.decoder import (
     BROWSER_DECODER_OUTPUTS,
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    FACTORED_PROMPT_INPUTS,
+    IMAGE_PRODUCT_PREFIX,
     BrowserDecoder,
+    BrowserFactoredDecoder,
+    BrowserImageProducts,
     OnnxDecoder,
 )
 from samflow.export.encoder import ENCODER_INPUTS, ENCODER_OUTPUTS, OnnxEncoder
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 DECODER_FILE = "decoder.onnx"
 DECODER_INT8_FILE = "decoder_int8.onnx"
 BROWSER_DECODER_FILE = "browser_decoder.onnx"
+BROWSER_PRODUCTS_FILE = "browser_products.onnx"
+BROWSER_FACTORED_FILE = "browser_factored_decoder.onnx"
 ENCODER_FILE = "encoder.onnx"
 MANIFEST_FILE = "export.json"
 # The official script's example inputs: the traced graph must not depend on them (checked by the tests).
@@ -292,6 +298,62 @@ def export_browser_decoder(model: Sam, path: str | Path, *, opset: int = DEFAULT
                                          agreement=agreement)
     return DecoderExport(path=path, inputs=inputs, outputs=outputs, opset=opset, multimask=True,
                          max_relative_difference=worst, quantized=quantized)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrowserFactoredExport:
+    """The browser decoder split at the image: `products` (per image: `image_embeddings` -> image_product_i) and
+    `decoder` (per click: point_coords, point_labels and the products -> iou_predictions, low_res_masks, as the
+    browser decoder's without a mask input), with the largest relative differences against torch's browser decoder
+    when verified."""
+
+    products: OnnxFile
+    decoder: OnnxFile
+    max_relative_difference: dict[str, float] | None = None
+
+
+def export_browser_factored(model: Sam, products_path: str | Path, decoder_path: str | Path, *,
+                            opset: int = DEFAULT_OPSET, verify: bool = True,
+                            embedding: torch.Tensor | None = None) -> BrowserFactoredExport:
+    """Write the browser app's per-image and per-click decoder files (see `samflow.export.decoder`: about a third of
+    the browser decoder's work per click, for prompts without a mask input). verify runs both on onnxruntime for
+    sample prompts and compares them with `BrowserDecoder` in torch."""
+    check_opset(opset)
+    if verify:
+        require("onnxruntime", "checking the exported decoder")
+    model = exportable(model)
+    products_module = BrowserImageProducts(model).eval()
+    names = [f"{IMAGE_PRODUCT_PREFIX}{i}" for i in range(len(products_module.keys))]
+    example = decoder_example(model.config)
+    products_path, decoder_path = Path(products_path), Path(decoder_path)
+    write_onnx(products_module, example[:1], products_path, input_names=("image_embeddings",), output_names=names,
+               opset=opset)
+    with torch.no_grad():
+        products = products_module(example[0])
+    write_onnx(BrowserFactoredDecoder(model, products_module.keys).eval(), (*example[1:3], *products), decoder_path,
+               input_names=(*FACTORED_PROMPT_INPUTS, *names), output_names=BROWSER_DECODER_OUTPUTS, opset=opset,
+               dynamic_axes={k: v for k, v in DECODER_DYNAMIC_AXES.items() if k in FACTORED_PROMPT_INPUTS})
+    worst = None
+    if verify:
+        embedding = checks.sample_embedding(model) if embedding is None else embedding.detach().float().cpu()
+        reference = BrowserDecoder(model).eval()
+        per_image = session(products_path).run(names, {"image_embeddings": embedding.numpy()})
+        per_click = session(decoder_path)
+        worst = dict.fromkeys(BROWSER_DECODER_OUTPUTS, 0.0)
+        for prompt in checks.sample_prompts(model, CHECK_PROMPTS):
+            feed = {k: prompt[k] for k in FACTORED_PROMPT_INPUTS}
+            got = per_click.run(list(BROWSER_DECODER_OUTPUTS), {**feed, **dict(zip(names, per_image))})
+            with torch.no_grad():
+                want = reference(embedding, *(torch.from_numpy(v) for v in feed.values()),
+                                 torch.zeros_like(torch.from_numpy(prompt["mask_input"])), torch.zeros(1))
+            for name, a, b in zip(BROWSER_DECODER_OUTPUTS, got, want):
+                worst[name] = max(worst[name], checks.relative_difference(a, b.numpy()))
+    return BrowserFactoredExport(
+        products=OnnxFile(path=products_path, inputs=interface(products_path)[0],
+                          outputs=interface(products_path)[1], opset=opset),
+        decoder=OnnxFile(path=decoder_path, inputs=interface(decoder_path)[0], outputs=interface(decoder_path)[1],
+                         opset=opset),
+        max_relative_difference=worst)
 
 
 def export_encoder(model: Sam, path: str | Path, *, opset: int = DEFAULT_OPSET, verify: bool = True) -> EncoderExport:

@@ -28,17 +28,57 @@ from torch import nn
 
 
 class ImageCache:
-    """Products of one image's tokens X0 (N, C) with fixed (weight-only) matrices, and those matrices, by name."""
+    """Products of one image's tokens X0 (N, C) with fixed (weight-only) matrices, and those matrices, by name.
 
-    def __init__(self, x0: torch.Tensor) -> None:
-        self.x0 = x0
-        self._values: dict[Hashable, torch.Tensor] = {}
+    `image_keys` lists, in the order first asked for, the entries the transformer reads that depend on X0 (not
+    those only used to make others): given them as `values`, a cache without X0 (`x0=None`, its `shape`, `dtype`
+    and `device` given) serves the same forward, which is how the browser decoder is split into a per-image part
+    and a per-click part (samflow.export.decoder).
+    """
+
+    def __init__(self, x0: torch.Tensor | None, values: dict[Hashable, torch.Tensor] | None = None, *,
+                 shape: tuple[int, int] | None = None, dtype: torch.dtype | None = None,
+                 device: torch.device | None = None) -> None:
+        self._x0 = x0
+        self.shape = tuple(x0.shape) if x0 is not None else tuple(shape)
+        self.dtype = x0.dtype if x0 is not None else dtype
+        self.device = x0.device if x0 is not None else device
+        self._values: dict[Hashable, torch.Tensor] = dict(values or {})
+        self.image_keys: list[Hashable] = []
+        self._listed: set[Hashable] = set()
+        self._from_image: set[Hashable] = set(self._values)  # given values are the image's products
+        self._depth = 0
+        self._read_x0 = False
+
+    @property
+    def x0(self) -> torch.Tensor:
+        if self._x0 is None:
+            raise KeyError("this image cache holds the image's products only, not its tokens")
+        self._read_x0 = True
+        return self._x0
 
     def get(self, name: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         value = self._values.get(name)
         if value is None:
-            value = self._values[name] = compute()
+            outer = self._read_x0
+            self._read_x0 = False
+            self._depth += 1
+            try:
+                value = self._values[name] = compute()
+            finally:
+                self._depth -= 1
+            if self._read_x0:
+                self._from_image.add(name)
+            self._read_x0 = outer or self._read_x0
+        elif name in self._from_image:
+            self._read_x0 = True  # whatever is made from it depends on the image too
+        if self._depth == 0 and name in self._from_image and name not in self._listed:
+            self._listed.add(name)
+            self.image_keys.append(name)
         return value
+
+    def value(self, name: Hashable) -> torch.Tensor:
+        return self._values[name]
 
 
 class _Block:
@@ -68,15 +108,22 @@ class FactoredImageTokens:
         self.scale: torch.Tensor | None = None  # (B, N); None: all ones
         self.g: torch.Tensor | None = None  # (C, C); None: the identity
         self.g_name: Hashable = "I"
-        x0 = cache.x0
-        self._buffer = x0.new_empty(batch, capacity, x0.shape[0])
-        self.coef = self._buffer[:, :0]  # (B, R, N)
+        if torch.jit.is_tracing():
+            self._buffer = self.coef = torch.zeros(batch, 0, cache.shape[0], dtype=cache.dtype, device=cache.device)
+        else:
+            self._buffer = torch.empty(batch, capacity, cache.shape[0], dtype=cache.dtype, device=cache.device)
+            self.coef = self._buffer[:, :0]  # (B, R, N)
         self.blocks: list[_Block] = []
 
     def _append(self, coef: torch.Tensor | None, k: int) -> tuple[int, int]:
         """Room for k more terms, their coefficients `coef` (B, k, N) or ones: their (start, stop)."""
         start = self.coef.shape[1]
         stop = start + k
+        if torch.jit.is_tracing():  # an exported graph: no writes into a preallocated buffer
+            b, n = self.batch, self.cache.shape[0]
+            new = torch.ones(b, k, n, dtype=self.dtype, device=self.device) if coef is None else coef
+            self.coef = torch.cat([self.coef, new], dim=1)
+            return start, stop
         if stop > self._buffer.shape[1]:
             raise RuntimeError(f"factored image tokens: {stop} terms exceed the capacity {self._buffer.shape[1]}")
         if coef is None:
@@ -88,15 +135,15 @@ class FactoredImageTokens:
 
     @property
     def device(self) -> torch.device:
-        return self.cache.x0.device
+        return self.cache.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.cache.x0.dtype
+        return self.cache.dtype
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((self.batch, *self.cache.x0.shape))
+        return torch.Size((self.batch, *self.cache.shape))
 
     # -- fixed products, cached per image ------------------------------------------------------------------------
 
@@ -192,9 +239,9 @@ class FactoredImageTokens:
     def layer_norm(self, norm: nn.LayerNorm, name: Hashable) -> None:
         """X = norm(X) over C, computed from the factors."""
         b = self.batch
-        c = self.cache.x0.shape[1]
+        c = self.cache.shape[1]
         g_name = self.g_name
-        g_centred = self.cache.get(("gP", g_name), lambda: _centre_rows(self.g, c, self.cache.x0))
+        g_centred = self.cache.get(("gP", g_name), lambda: _centre_rows(self.g, c, self.cache))
         e0 = self.cache.get(("e0", g_name), lambda: torch.matmul(self.cache.x0, g_centred).square_().sum(-1))
         s = self.scale
         total = e0.expand(b, -1) if s is None else e0 * s.square()
@@ -211,7 +258,7 @@ class FactoredImageTokens:
         new_g_name = (g_name, name)
         self.g = self.cache.get(("G", new_g_name), lambda: g_centred * gamma)
         self.g_name = new_g_name
-        self.coef.mul_(rstd[:, None, :])
+        self.coef = self.coef * rstd[:, None, :] if torch.jit.is_tracing() else self.coef.mul_(rstd[:, None, :])
         for blk in self.blocks:
             old, new = blk.basis, (blk.name, name)
             blk.basis = self.cache.get(("basis", new), lambda o=old: (o - o.mean(-1, keepdim=True)) * gamma)
@@ -264,8 +311,8 @@ class FactoredImageTokens:
 
     def dense(self) -> torch.Tensor:
         """The tokens themselves, (B, N, C)."""
-        c = self.cache.x0.shape[1]
-        eye = self.cache.get("eye", lambda: torch.eye(c, dtype=self.cache.x0.dtype, device=self.cache.x0.device))
+        c = self.cache.shape[1]
+        eye = self.cache.get("eye", lambda: torch.eye(c, dtype=self.cache.dtype, device=self.cache.device))
         return self.linear(eye, "identity")(slice(None))
 
     def select(self, index: torch.Tensor) -> FactoredImageTokens:
@@ -308,7 +355,7 @@ def _per_head(vectors: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _centre_rows(g: torch.Tensor | None, c: int, like: torch.Tensor) -> torch.Tensor:
+def _centre_rows(g: torch.Tensor | None, c: int, like: ImageCache) -> torch.Tensor:
     """G P, P = I - 11^T / C (each row of G minus its mean); G None is the identity."""
     if g is None:
         g = torch.eye(c, dtype=like.dtype, device=like.device)

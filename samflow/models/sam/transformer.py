@@ -345,18 +345,22 @@ class TwoWayTransformer(nn.Module):
         return queries, keys
 
 
-    def forward_factored(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
-                         image_key: Hashable) -> tuple[torch.Tensor, FactoredImageTokens]:
+    def forward_factored(self, image_embedding: torch.Tensor | None, image_pe: torch.Tensor,
+                         point_embedding: torch.Tensor, image_key: Hashable | None = None,
+                         cache: ImageCache | None = None) -> tuple[torch.Tensor, FactoredImageTokens]:
         """`forward` for one shared image (1, C, h, w) at inference, its image tokens returned in factored form
-        (see samflow.models.sam.factored_tokens): the image-only products are kept for the last `image_key`."""
+        (see samflow.models.sam.factored_tokens): the image-only products are kept for the last `image_key`, or
+        read from (and added to) `cache` when one is given (then image_embedding may be None)."""
         constants = self._image_side_constants(image_pe)
-        full_key = (image_key, id(constants))
-        cached = self._factored_cache  # read once: another thread may replace it
-        if cached is not None and cached[0] == full_key:
-            cache = cached[1]
-        else:
-            cache = ImageCache(image_embedding.flatten(2).permute(0, 2, 1)[0])
-            self._factored_cache = (full_key, cache)
+        if cache is None:
+            full_key = (image_key, id(constants))
+            cached = self._factored_cache  # read once: another thread may replace it
+            if image_key is not None and cached is not None and cached[0] == full_key:
+                cache = cached[1]
+            else:
+                cache = ImageCache(image_embedding.flatten(2).permute(0, 2, 1)[0])
+                if image_key is not None:
+                    self._factored_cache = (full_key, cache)
         b, t, _ = point_embedding.shape
         terms_per_layer = max([layer.cross_attn_image_to_token.num_heads for layer in self.layers], default=0) * t + 2
         keys = FactoredImageTokens(cache, b, capacity=len(self.layers) * terms_per_layer)
