@@ -31,7 +31,8 @@
     decoder: "pending", decoderNote: "", embedding: null,
   };
   // Click-to-mask timings, for benchmarks/browser_decode.py and the tests: {path, decode_ms, draw_ms, total_ms,
-  // run_ms (onnxruntime's session.run) or server_ms (the server's decoder)}.
+  // run_ms (onnxruntime's session.run) and decoder ("factored" or "browser": decode.js), or server_ms (the
+  // server's decoder)}.
   const timings = [];
 
   // Settings of decoding in the browser: the decoder's precision ("fp32", or "int8": the quantised decoder), as
@@ -181,7 +182,8 @@
       + (runtime.isolated ? "" : ", page not cross-origin isolated");
     $("decoder").textContent = state.decoder === "browser"
       ? `Clicks are decoded in this browser (onnxruntime-web ${info.runtime_version}, WebAssembly, ${threads}; `
-        + `${info.model}, ${runtime.precision === "int8" ? "int8" : "float32"} decoder).`
+        + `${info.model}, ${runtime.precision === "int8" ? "int8" : "float32"} decoder`
+        + `${runtime.factored ? ", split at the image" : ""}).`
       : state.decoder === "server"
         ? `Clicks are decoded on the server: ${state.decoderNote}`
         : "Loading the decoder into this browser…";
@@ -438,7 +440,7 @@
     void answer.candidates[answer.best].mask; // the shown mask's upscaling counts as decoding (the others: lazily)
     return {
       path: "browser", candidates: answer.candidates, best: answer.best, label: null,
-      decodeMs: performance.now() - decodeStarted, runMs: answer.runMs,
+      decodeMs: performance.now() - decodeStarted, runMs: answer.runMs, decoder: answer.decoder,
     };
   }
 
@@ -476,7 +478,7 @@
     const now = performance.now();
     const timing = {
       path: result.path, decode_ms: result.decodeMs, draw_ms: now - drawStarted, total_ms: now - started,
-      ...(result.path === "browser" ? { run_ms: result.runMs } : { server_ms: result.serverMs }),
+      ...(result.path === "browser" ? { run_ms: result.runMs, decoder: result.decoder } : { server_ms: result.serverMs }),
     };
     timings.push(timing);
     if (timings.length > MAX_TIMINGS) timings.shift();

@@ -3,8 +3,10 @@
 // the page is crossOriginIsolated and the runtime decodes with min(hardwareConcurrency, 4) threads (one thread on
 // a page that is not isolated, e.g. behind a proxy that drops the headers). The runtime (ort/), the decoder
 // (api/models/NAME/browser_decoder.onnx: segment-anything's ONNX inputs but orig_im_size, out the three
-// ambiguity-aware masks as low-res logits) and the embedding (api/images/ID/embedding: raw little-endian floats)
-// all come from the service, so this works with no other network. The full-size mask is made here, only for the
+// ambiguity-aware masks as low-res logits), the same split at the image (browser_products.onnx once per image,
+// browser_factored_decoder.onnx per click without a mask input: about a third of the work) and the embedding
+// (api/images/ID/embedding: raw little-endian floats) all come from the service, so this works with no other
+// network. The full-size mask is made here, only for the
 // masks shown, with the weights of Sam.postprocess_masks (the official upscaling in the exported graph resizes all
 // masks twice, about a quarter of a click in WebAssembly). Also COCO RLE encoding, for exporting masks.
 "use strict";
@@ -13,7 +15,11 @@ window.samflowDecoder = (() => {
   const MAX_THREADS = 4; // more threads hardly help the decoder (its operations are small) and cost memory
   let info = null;
   let session = null;
-  let runtime = null; // {threads, isolated, precision, decoderBytes}: how this page decodes
+  // The browser decoder split at the image (api/models/NAME/browser_products.onnx, run once per image, and
+  // browser_factored_decoder.onnx, per click without a mask input: about a third of the work); null when the
+  // service has none or it did not load (then every click runs `session`).
+  let factored = null; // {products, decoder}: two sessions
+  let runtime = null; // {threads, isolated, precision, decoderBytes, factored}: how this page decodes
   let running = Promise.resolve(); // the last session.run
   const taps = new Map(); // "HxW" -> the upscaling's taps for that image size (see upscaleTaps)
 
@@ -78,15 +84,50 @@ window.samflowDecoder = (() => {
       await previous.release();
     }
     info = decoder;
+    const previousFactored = factored;
+    factored = precision === "fp32" && options.factored !== false ? await loadFactored(fetchFn, decoder) : null;
+    if (previousFactored) {
+      await previousFactored.products.release();
+      await previousFactored.decoder.release();
+    }
     // numThreads as the runtime took it (it falls back to 1 where threads do not work).
     runtime = { threads: ort.env.wasm.numThreads, isolated: self.crossOriginIsolated === true, precision,
-      decoderBytes: bytes.byteLength };
+      decoderBytes: bytes.byteLength, factored: factored !== null };
     // One decoding of a blank embedding now: the first real click would otherwise pay the runtime's warm-up.
-    const blank = { origSize: [decoder.image_size, decoder.image_size],
+    const blank = await prepared({ origSize: [decoder.image_size, decoder.image_size],
       tensor: new ort.Tensor("float32", new Float32Array(decoder.embedding_shape.reduce((x, y) => x * y, 1)),
-        decoder.embedding_shape) };
+        decoder.embedding_shape) });
     await decode(blank, [{ x: 0, y: 0, label: 1 }], null, null);
+    if (factored) await decode(blank, [{ x: 0, y: 0, label: 1 }], null, new Float32Array(
+      decoder.low_res_size[0] * decoder.low_res_size[1])); // the browser decoder too (refinements run it)
     return decoder;
+  }
+
+  // The two sessions of the factored decoder, or null (with a console note) when they cannot be had.
+  async function loadFactored(fetchFn, decoder) {
+    if (!decoder.browser_products || !decoder.browser_factored_decoder) return null;
+    try {
+      const made = [];
+      for (const url of [decoder.browser_products, decoder.browser_factored_decoder]) {
+        const response = await fetchFn(url);
+        if (!response.ok) throw new Error(`${url}: ${await errorText(response)}`);
+        made.push(await window.ort.InferenceSession.create(new Uint8Array(await response.arrayBuffer()),
+          { executionProviders: ["wasm"], graphOptimizationLevel: "all" }));
+      }
+      return { products: made[0], decoder: made[1] };
+    } catch (error) {
+      console.warn(`samflow: clicks decode with the browser decoder alone (${error.message})`);
+      return null;
+    }
+  }
+
+  // `embedding` with the image's products for the factored decoder (made once per image), when it is loaded.
+  async function prepared(embedding) {
+    if (!factored) return embedding;
+    const started = performance.now();
+    running = factored.products.run({ image_embeddings: embedding.tensor });
+    const products = await running;
+    return { ...embedding, products, productsMs: performance.now() - started };
   }
 
   // IEEE half -> float for a float16 embedding.
@@ -118,7 +159,8 @@ window.samflowDecoder = (() => {
     const buffer = await response.arrayBuffer();
     const data = got === "float16" ? halfToFloat(new Uint16Array(buffer)) : new Float32Array(buffer);
     if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error("the embedding has the wrong size");
-    return { imageId, origSize, bytes: buffer.byteLength, tensor: new window.ort.Tensor("float32", data, shape) };
+    return prepared({ imageId, origSize, bytes: buffer.byteLength,
+      tensor: new window.ort.Tensor("float32", data, shape) });
   }
 
   // Image pixels -> the model's input frame, as segment-anything's ResizeLongestSide.apply_coords (what
@@ -239,22 +281,27 @@ window.samflowDecoder = (() => {
   }
 
   // The three ambiguity-aware masks for a prompt: [{score, lowRes (Float32Array 4h*4w logits: the next click's
-  // mask_input), mask (Uint8Array H*W, row-major; made on first read), area}], the best index, and the time of
-  // session.run. maskInput: the previous mask's low-res logits (refining an object), or null.
+  // mask_input), mask (Uint8Array H*W, row-major; made on first read), area}], the best index, the time of the
+  // run and which decoder ran ("factored" or "browser"). maskInput: the previous mask's low-res logits (refining
+  // an object), or null.
   async function decode(embedding, points, box, maskInput) {
     const ort = window.ort;
     const [height, width] = embedding.origSize;
     const { coords, labels, n } = promptTensors(embedding, points, box);
     const [lh, lw] = info.low_res_size;
-    const feeds = {
-      image_embeddings: embedding.tensor,
+    const prompt = {
       point_coords: new ort.Tensor("float32", coords, [1, n, 2]),
       point_labels: new ort.Tensor("float32", labels, [1, n]),
+    };
+    const useFactored = !maskInput && factored !== null && embedding.products !== undefined;
+    const feeds = useFactored ? { ...prompt, ...embedding.products } : {
+      image_embeddings: embedding.tensor,
+      ...prompt,
       mask_input: new ort.Tensor("float32", maskInput || new Float32Array(lh * lw), [1, 1, lh, lw]),
       has_mask_input: new ort.Tensor("float32", new Float32Array([maskInput ? 1 : 0]), [1]),
     };
     const started = performance.now();
-    running = session.run(feeds);
+    running = (useFactored ? factored.decoder : session).run(feeds);
     const out = await running;
     const runMs = performance.now() - started;
     const scores = out.iou_predictions.data;
@@ -267,7 +314,7 @@ window.samflowDecoder = (() => {
     for (const tensor of Object.values(out)) if (tensor.dispose) tensor.dispose();
     let best = 0;
     candidates.forEach((c, i) => { if (c.score > candidates[best].score) best = i; });
-    return { candidates, best, runMs };
+    return { candidates, best, runMs, decoder: useFactored ? "factored" : "browser" };
   }
 
   // ----------------------------------------------------------------------------------------- COCO RLE

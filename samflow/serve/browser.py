@@ -12,6 +12,11 @@ machine, so a click costs the server nothing.
   (`samflow.export.export_browser_decoder`): the same inputs but `orig_im_size`, out only the three
   ambiguity-aware masks' low-res logits and scores; the page upscales the one mask it shows (decode.js, with
   `Sam.postprocess_masks`'s weights), which in onnxruntime-web saves about a quarter of each click;
+- `GET /api/models/{name}/browser_products.onnx` and `.../browser_factored_decoder.onnx`: the browser decoder
+  split at the image (`samflow.export.export_browser_factored`): the page runs the first once per image (its
+  embedding -> the products of the image's tokens the factored decoder reads) and the second per click without a
+  mask input (the point prompt and those products -> the browser decoder's outputs), about a third of the
+  browser decoder's work per click; refinements with a mask input use the browser decoder;
 - `GET /api/images/{id}/embedding[?dtype=float16]`: the image embedding as raw little-endian bytes, (1, C, h, w)
   C-order, with its shape, dtype, the image size (`orig_im_size`) and the resized size in headers;
 - `GET /ort/{file}`: onnxruntime-web's WASM runtime, shipped in samflow/app/ort/ (the WebAssembly file gzipped,
@@ -59,6 +64,8 @@ ORT_FILES = {
 EMBEDDING_HEADERS = ("X-Embedding-Shape", "X-Embedding-Dtype", "X-Original-Size", "X-Input-Size",
                      "X-Image-Size", "X-Model-Key")
 MAX_DECODERS = 4  # exported decoders kept (one per served model; more only when tests build many apps)
+FACTORED_KINDS = ("products", "factored")
+DECODER_KINDS = ("official", "browser", *FACTORED_KINDS)
 
 router = APIRouter()
 
@@ -81,6 +88,11 @@ class DecoderInfo(BaseModel):
                                              "ambiguity-aware masks' iou_predictions (1, 3) and low_res_masks "
                                              "(1, 3, 4h, 4w), which the page upscales")
     browser_decoder_int8: str = Field(description="that decoder with int8 dynamic quantisation")
+    browser_products: str = Field(description="per image: image_embeddings -> image_product_0.. (what the "
+                                              "factored decoder reads)")
+    browser_factored_decoder: str = Field(description="per click without a mask input: point_coords, "
+                                                      "point_labels and the image's products -> the browser "
+                                                      "decoder's iou_predictions and low_res_masks")
     runtime: str = Field(description="onnxruntime-web's script (WASM backend)")
     wasm_paths: str = Field(description="where the runtime finds its .mjs and .wasm files")
     runtime_version: str
@@ -100,17 +112,26 @@ class _Decoders:
     """Exported decoder files by model fingerprint: exported once per process (a few seconds), kept in memory."""
 
     def __init__(self) -> None:
-        self._files: OrderedDict[tuple[str, bool, bool], bytes | ApiError] = OrderedDict()
+        self._files: OrderedDict[tuple[str, bool, str], bytes | ApiError] = OrderedDict()
         self._lock = threading.RLock()  # the int8 file is made from the float32 one, under the same lock
 
-    def get(self, model: torch.nn.Module, key: str, quantized: bool = False, browser: bool = False) -> bytes:
-        """The official-interface decoder, or with `browser` the app's low-res one (`export_browser_decoder`)."""
-        entry = (key, quantized, browser)
+    def get(self, model: torch.nn.Module, key: str, quantized: bool = False, kind: str = "official") -> bytes:
+        """A decoder file of `kind` (DECODER_KINDS): the official-interface decoder, the app's low-res one
+        (`export_browser_decoder`), or either half of the factored one (`export_browser_factored`)."""
+        entry = (key, quantized, kind)
         with self._lock:  # one export at a time; later callers find it done (or failed: not tried again)
             data = self._files.get(entry)
             if data is None:
                 try:
-                    data = _quantize(self.get(model, key, browser=browser)) if quantized else _export(model, browser)
+                    if quantized:
+                        data = _quantize(self.get(model, key, kind=kind))
+                    elif kind in FACTORED_KINDS:  # both halves come from one export
+                        halves = _export_factored(model)
+                        for other, half in halves.items():
+                            self._files[(key, False, other)] = half
+                        data = halves[kind]
+                    else:
+                        data = _export(model, kind == "browser")
                 except ApiError as exc:
                     data = exc
                 self._files[entry] = data
@@ -141,6 +162,23 @@ def _export(model: torch.nn.Module, browser: bool) -> bytes:
         log.warning("no decoder for browsers: %s", exc)
         raise ApiError(503, "browser_decoding_unavailable", str(exc)) from exc
     log.info("exported the decoder for browsers in %.1f s (%d bytes)", time.perf_counter() - started, len(data))
+    return data
+
+
+def _export_factored(model: torch.nn.Module) -> dict[str, bytes]:
+    from samflow.export import ExportError, export_browser_factored
+
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="samflow-decoder-") as tmp:
+            products, decoder = Path(tmp) / "products.onnx", Path(tmp) / "decoder.onnx"
+            export_browser_factored(model, products, decoder, verify=False)
+            data = {"products": products.read_bytes(), "factored": decoder.read_bytes()}
+    except ExportError as exc:  # a model the export does not cover: the app uses the browser decoder alone
+        log.warning("no factored decoder for browsers: %s", exc)
+        raise ApiError(503, "browser_decoding_unavailable", str(exc)) from exc
+    log.info("exported the factored decoder for browsers in %.1f s (%d + %d bytes)", time.perf_counter() - started,
+             len(data["products"]), len(data["factored"]))
     return data
 
 
@@ -192,6 +230,8 @@ def decoder_info(request: Request) -> DecoderInfo:
                        decoder_int8=f"api/models/{name}/decoder.onnx?quantized=1",
                        browser_decoder=f"api/models/{name}/browser_decoder.onnx",
                        browser_decoder_int8=f"api/models/{name}/browser_decoder.onnx?quantized=1",
+                       browser_products=f"api/models/{name}/browser_products.onnx",
+                       browser_factored_decoder=f"api/models/{name}/browser_factored_decoder.onnx",
                        runtime=f"ort/{ORT_SCRIPT}", wasm_paths="ort/", runtime_version=ORT_VERSION,
                        available=reason is None, reason=reason, image_size=config.image_size,
                        embedding_shape=[1, config.prompt_embed_dim, grid, grid], low_res_size=[4 * grid, 4 * grid],
@@ -209,7 +249,7 @@ def decoder_onnx(name: str, request: Request, quantized: bool = False) -> Respon
     quantisation (weights uint8, activations quantised at run time; made on its first request). 404
     `unknown_model` for a model this service does not serve, 503 `browser_decoding_unavailable` without the onnx
     package (or, for `quantized`, onnxruntime)."""
-    return _decoder_file(name, request, quantized, browser=False)
+    return _decoder_file(name, request, quantized, "official")
 
 
 @router.get("/api/models/{name}/browser_decoder.onnx", tags=["browser decoding"], response_class=Response,
@@ -218,10 +258,28 @@ def browser_decoder_onnx(name: str, request: Request, quantized: bool = False) -
     """The decoder the app runs: inputs as decoder.onnx's but `orig_im_size`; outputs `iou_predictions` (1, 3)
     and `low_res_masks` (1, 3, 4h, 4w), the three ambiguity-aware masks as logits before the upscaling to the
     image (the page resizes the one it shows). `quantized` and the errors as for decoder.onnx."""
-    return _decoder_file(name, request, quantized, browser=True)
+    return _decoder_file(name, request, quantized, "browser")
 
 
-def _decoder_file(name: str, request: Request, quantized: bool, browser: bool) -> Response:
+@router.get("/api/models/{name}/browser_products.onnx", tags=["browser decoding"], response_class=Response,
+            responses={**_errors(404, 503), 200: {"content": {"application/octet-stream": {}}}})
+def browser_products_onnx(name: str, request: Request) -> Response:
+    """The per-image half of the factored browser decoder: input `image_embeddings` (1, C, h, w), outputs
+    `image_product_0`, ...: the products of the image's tokens with the decoder's fixed matrices that
+    browser_factored_decoder.onnx reads. The errors as for decoder.onnx."""
+    return _decoder_file(name, request, False, "products")
+
+
+@router.get("/api/models/{name}/browser_factored_decoder.onnx", tags=["browser decoding"],
+            response_class=Response, responses={**_errors(404, 503), 200: {"content": {"application/octet-stream": {}}}})
+def browser_factored_decoder_onnx(name: str, request: Request) -> Response:
+    """The per-click half: inputs `point_coords`, `point_labels` (as decoder.onnx's) and the image's products
+    (by name, from browser_products.onnx); outputs as browser_decoder.onnx's for a prompt without a mask input,
+    with about a third of its work. The errors as for decoder.onnx."""
+    return _decoder_file(name, request, False, "factored")
+
+
+def _decoder_file(name: str, request: Request, quantized: bool, kind: str) -> Response:
     from samflow.models.sam import model_fingerprint
 
     service = request.app.state.service
@@ -229,14 +287,14 @@ def _decoder_file(name: str, request: Request, quantized: bool, browser: bool) -
         raise ApiError(404, "unknown_model", f"this service serves the model {service.settings.model!r}, not "
                                              f"{name!r}")
     key = model_fingerprint(service.model)
-    etag = '"' + key + ("-browser" if browser else "") + ("-int8" if quantized else "") + '"'
+    etag = '"' + key + ("" if kind == "official" else f"-{kind}") + ("-int8" if quantized else "") + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     reason = _onnx_missing()
     if reason:
         raise ApiError(503, "browser_decoding_unavailable", reason)
-    data = DECODERS.get(service.model, key, quantized, browser)
+    data = DECODERS.get(service.model, key, quantized, kind)
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 

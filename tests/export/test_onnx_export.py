@@ -28,6 +28,7 @@ from samflow.export import (
     ExportError,
     checks,
     export_browser_decoder,
+    export_browser_factored,
     export_decoder,
     export_encoder,
     export_onnx,
@@ -314,6 +315,35 @@ def test_browser_decoder_is_the_multimask_decoder_before_upscaling(ours, embeddi
     assert agreement.prompts >= 10 and agreement.pixel_agreement > 0.98 and agreement.mean_iou > 0.95
     int8 = session(result.quantized.path)
     assert [i.name for i in int8.get_inputs()] == list(BROWSER_DECODER_INPUTS)
+
+
+def test_factored_browser_decoder_equals_the_browser_decoder_without_a_mask_input(ours, embedding, tmp_path):
+    """The browser decoder split at the image: the per-image products once, then per prompt (clicks, a box, many
+    points) the factored decoder gives the browser decoder's outputs for prompts without a mask input."""
+    result = export_browser_factored(ours, tmp_path / "products.onnx", tmp_path / "factored.onnx")
+    assert max(result.max_relative_difference.values()) < TOL
+    names = [t.name for t in result.products.outputs]
+    assert [t.name for t in result.products.inputs] == ["image_embeddings"] and len(names) > 5
+    assert [t.name for t in result.decoder.inputs] == ["point_coords", "point_labels", *names]
+    assert tuple(t.name for t in result.decoder.outputs) == BROWSER_DECODER_OUTPUTS
+    per_image = dict(zip(names, session(result.products.path).run(names, {"image_embeddings": embedding.numpy()})))
+    per_click = session(result.decoder.path)
+    for n, kind in enumerate(KINDS + ("", "")):
+        feed = make_feed(ours.config, kind, PORTRAIT, seed=n, n_points=5 * n if not kind else None)
+        iou, low_res = per_click.run(list(BROWSER_DECODER_OUTPUTS), {"point_coords": feed["point_coords"],
+                                                                     "point_labels": feed["point_labels"],
+                                                                     **per_image})
+        feed["mask_input"], feed["has_mask_input"] = np.zeros_like(feed["mask_input"]), np.zeros(1, np.float32)
+        _, want_iou, want_low = torch_reference(ours, embedding, feed, multimask=True)
+        assert rel(low_res, want_low[:, 1:]) < TOL and rel(iou, want_iou[:, 1:]) < TOL, kind
+
+
+def test_factored_browser_decoder_at_the_official_64x64_grid(tmp_path):
+    config = SamConfig(encoder_embed_dim=16, encoder_depth=1, encoder_num_heads=2, encoder_global_attn_indexes=())
+    embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(0))
+    result = export_browser_factored(build_sam(config), tmp_path / "p.onnx", tmp_path / "d.onnx", embedding=embedding)
+    assert max(result.max_relative_difference.values()) < TOL
+    assert {t.name: t.shape for t in result.decoder.outputs}["low_res_masks"] == (1, 3, 256, 256)
 
 
 # -------------------------------------------------------------------------------------------- (d) encoder

@@ -176,6 +176,9 @@ def test_clicks_are_decoded_in_the_browser(service, browser, scene):
     assert changed[first & ~near_click].mean() > 0.95 and changed[~first & ~near_click].mean() < 0.01
     timing = page.evaluate("samflowApp.timings[0]")
     assert timing["path"] == "browser" and timing["total_ms"] < 2000 and seconds < 3
+    # A click without a mask input runs the decoder split at the image (its products made once, at load).
+    assert page.evaluate("samflowDecoder.runtime.factored") and timing["decoder"] == "factored"
+    assert "split at the image" in page.inner_text("#decoder")
     print(f"click to drawn mask in the browser: {timing['total_ms']:.0f} ms (session.run {timing['run_ms']:.0f} ms)")
 
     # A negative click refines it: the shown mask's low-res logits go in as mask_input, as SamPredictor takes them.
@@ -183,6 +186,7 @@ def test_clicks_are_decoded_in_the_browser(service, browser, scene):
     coords2, labels2, _ = app_page.prompts()
     assert labels2.tolist() == [1, 0]
     want2, scores2, _ = predictor.predict(coords2, labels2, mask_input=low[index:index + 1], multimask_output=True)
+    assert page.evaluate("samflowApp.timings.at(-1).decoder") == "browser"  # a mask input: the whole decoder
     refined, index2 = app_page.shown()
     assert index2 == int(scores2.argmax())
     assert_same_mask(refined, want2[index2])

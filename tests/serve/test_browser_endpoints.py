@@ -138,6 +138,42 @@ def test_browser_decoder_file_gives_the_predictors_low_res_masks(make_client):
         np.testing.assert_allclose(low[0], want_low, atol=1e-3 * np.abs(want_low).max())
 
 
+def test_factored_browser_decoder_files_give_the_predictors_low_res_masks(make_client):
+    """The browser decoder split at the image: browser_products.onnx once per image, then per click
+    browser_factored_decoder.onnx on its outputs (by name) gives SamPredictor's scores and low-res logits."""
+    image = render_scene(13, size=256).image[:, :220]
+    height, width = image.shape[:2]
+    with make_client() as client:
+        info = client.get("/api/decoder").json()
+        assert info["browser_products"] == "api/models/tiny/browser_products.onnx"
+        assert info["browser_factored_decoder"] == "api/models/tiny/browser_factored_decoder.onnx"
+        products_file = client.get(info["browser_products"])
+        decoder_file = client.get(info["browser_factored_decoder"])
+        assert products_file.status_code == decoder_file.status_code == 200
+        assert decoder_file.headers["etag"] == f'"{info["model_key"]}-factored"'
+        assert client.get(info["browser_products"],
+                          headers={"if-none-match": products_file.headers["etag"]}).status_code == 304
+        error(client.get("/api/models/vit_h/browser_factored_decoder.onnx"), 404, "unknown_model")
+        products = ort.InferenceSession(products_file.content, providers=["CPUExecutionProvider"])
+        decoder = ort.InferenceSession(decoder_file.content, providers=["CPUExecutionProvider"])
+        assert [i.name for i in products.get_inputs()] == ["image_embeddings"]
+        names = [o.name for o in products.get_outputs()]
+        assert [i.name for i in decoder.get_inputs()] == ["point_coords", "point_labels", *names]
+        assert [o.name for o in decoder.get_outputs()] == ["iou_predictions", "low_res_masks"]
+        iid = upload(client, png_bytes(image))
+        embedding = np.frombuffer(client.get(f"/api/images/{iid}/embedding").content, "<f4").reshape(1, 256, 32, 32)
+        per_image = dict(zip(names, products.run(None, {"image_embeddings": embedding})))
+        predictor = SamPredictor(client.app_state.service.model)
+        predictor.set_image(image)
+        for click in (np.array([[60.0, 150.5]]), np.array([[200.0, 40.0]])):
+            feeds = {"point_coords": np.concatenate([app_coords(click, height, width, 256), [[0, 0]]])[None]
+                     .astype(np.float32), "point_labels": np.array([[1, -1]], np.float32), **per_image}
+            scores, low = decoder.run(None, feeds)
+            _, want_scores, want_low = predictor.predict(click, np.array([1]), multimask_output=True)
+            np.testing.assert_allclose(scores[0], want_scores, atol=1e-4)
+            np.testing.assert_allclose(low[0], want_low, atol=1e-3 * np.abs(want_low).max())
+
+
 def test_decoder_unavailable_without_onnx(make_client, monkeypatch):
     monkeypatch.setattr(browser, "_onnx_missing", lambda: "exporting the decoder needs the onnx package")
     with make_client() as client:
