@@ -4,21 +4,23 @@ server path (HTTP round trip to `POST /api/images/{id}/segment`), native onnxrun
 decoder's matrix products alone take on the same runtime with the same threads.
 
     python benchmarks/browser_decode.py [--models tiny,vit_b] [--clicks 40] [--warmup 5] [--threads default,1,2]
-                                        [--precisions fp32,int8] [--no-floor] [--image PATH] [--chromium PATH]
+                                        [--precisions fp32,whole,int8] [--no-floor] [--image PATH] [--chromium PATH]
 
 For each model the service runs in this process on a free 127.0.0.1 port (vit_b with random weights: the timings
 do not depend on them; its embedding is 64x64), the app is opened in Debian's chromium and one image is uploaded
 (../shared/images/dog.jpg, 800x534, when present). The service sends COOP/COEP, so the page is crossOriginIsolated
 and onnxruntime-web may use threads; each page says how many it got (`threads`) and whether it is isolated.
 For each thread count (`default`: what the app chooses, min(cores, 4); a number: the page opened with
-`?threads=N`) and precision (`?decoder=int8`: the dynamically quantised decoder) --clicks single clicks at seeded
+`?threads=N`) and precision (fp32: the app's default, clicks on the decoder split at the image, its per-image half
+run when the image loads; `whole`, `?factored=0`: the whole float32 browser decoder per click; `?decoder=int8`: the
+dynamically quantised browser decoder) --clicks single clicks at seeded
 random points, each a new object (Esc in between; --warmup untimed ones first); then the same clicks again, untimed,
 to read the masks shown; then in one more page, where the runtime is withheld, the app falls back to the server.
 Every figure is the app's own `performance.now()` around its work (samflowApp.timings):
 
 - total: from the mouse-up event to the mask drawn on the canvas (what the annotator waits for);
-- run: `session.run` of the decoder the app runs (browser_decoder.onnx: the three masks' low-res logits; the
-  paper's "~50 ms on a CPU" is for this step, vit_b); decode: that, and the shown mask's upscaling to the image
+- run: `session.run` of the decoder the app runs per click (browser_factored_decoder.onnx, or browser_decoder.onnx
+  for `whole` and int8: the three masks' low-res logits; the paper's "~50 ms on a CPU" is for this step, vit_b); decode: that, and the shown mask's upscaling to the image
   in JavaScript (decode.js upscaleMask); draw: drawing;
 - CPU per click: the renderer's CPU time (DevTools ProcessTime, all its threads: the runtime's workers too) over
   the clicks, divided by their number: what a click costs the annotator's machine whatever else runs on it (wall
@@ -165,30 +167,36 @@ def bench_model(browser, model: str, image: np.ndarray, image_path: Path, args: 
         httpx.post(url + "/api/images", content=image_path.read_bytes(), headers={"content-type": "image/jpeg"},
                    timeout=600).raise_for_status()
         info = httpx.get(url + "/api/decoder").json()
-        files = {"fp32": httpx.get(f"{url}/{info['browser_decoder']}", timeout=600).content,
+        files = {"whole": httpx.get(f"{url}/{info['browser_decoder']}", timeout=600).content,
                  "int8": httpx.get(f"{url}/{info['browser_decoder_int8']}", timeout=600).content}
+        files["fp32"] = httpx.get(f"{url}/{info['browser_factored_decoder']}", timeout=600).content
+        products_file = httpx.get(f"{url}/{info['browser_products']}", timeout=600).content
         official = httpx.get(f"{url}/{info['decoder']}", timeout=600).content
         image_id = None
         for threads in args.threads:
             masks: dict[str, list] = {}
             for precision in args.precisions:
-                query = {"decoder": precision} | ({} if threads == "default" else {"threads": threads})
+                query = ({"decoder": "fp32", "factored": "0"} if precision == "whole" else {"decoder": precision}) \
+                    | ({} if threads == "default" else {"threads": threads})
                 context, page, ready = open_app(browser, url, image_path, block_runtime=False, query=query)
                 if page.get_attribute("body", "data-decoder") != "browser":
                     raise SystemExit(f"{model}: the app did not decode in the browser: {page.inner_text('#decoder')}")
                 runtime = page.evaluate("({...samflowDecoder.runtime, cores: navigator.hardwareConcurrency, "
-                                        "isolatedPage: self.crossOriginIsolated})")
+                                        "isolatedPage: self.crossOriginIsolated, "
+                                        "productsMs: samflowApp.state.embedding.productsMs})")
                 run_clicks(page, warm, width, height)  # untimed: the WebAssembly code's tier-up, the first draws
                 timings, cpu, _ = run_clicks(page, points, width, height)
                 assert all(t["path"] == "browser" for t in timings)
+                assert all(t["decoder"] == ("factored" if precision == "fp32" else "browser") for t in timings)
                 masks[precision] = shown_masks(page, points, width, height)
                 image_id = page.evaluate("samflowApp.state.imageId")
                 if not args.no_floor and precision == args.precisions[0]:
-                    floors.append((runtime["threads"], *floor_in_page(page, files["fp32"], info)))
+                    floors.append((runtime["threads"], *floor_in_page(page, files["fp32"], info, products_file)))
                 context.close()
                 rows.append({"threads": runtime["threads"], "asked": threads, "precision": precision,
                              "isolated": runtime["isolatedPage"], "cores": runtime["cores"], "ready": ready,
                              "timings": timings, "cpu": cpu, "masks": masks[precision],
+                             "products_ms": runtime.get("productsMs"),
                              "bytes": len(files[precision])})
         context, page, _ = open_app(browser, url, image_path, block_runtime=True)
         run_clicks(page, warm, width, height)
@@ -197,12 +205,14 @@ def bench_model(browser, model: str, image: np.ndarray, image_path: Path, args: 
         context.close()
         assert all(t["path"] == "server" for t in server)
         embedding = httpx.get(f"{url}/api/images/{image_id}/embedding", timeout=600)
-    feeds = click_feeds(embedding, info, points, height, width)
+    feeds = click_feeds(embedding, info, points, height, width, products_file)
     grid = config.embedding_size
     print(f"\n{model}: {config.image_size} px input, {grid}x{grid} embedding "
           f"({4 * np.prod(info['embedding_shape']) / 2**20:.1f} MiB as float32); browser_decoder.onnx "
-          f"{len(files['fp32']) / 2**20:.1f} MiB, int8 {len(files['int8']) / 2**20:.1f} MiB; image {width}x{height}; "
-          f"{args.clicks} clicks")
+          f"{len(files['whole']) / 2**20:.1f} MiB, int8 {len(files['int8']) / 2**20:.1f} MiB; split at the image: "
+          f"browser_products.onnx {len(products_file) / 2**20:.1f} MiB, browser_factored_decoder.onnx "
+          f"{len(files['fp32']) / 2**20:.1f} MiB; image {width}x{height}; {args.clicks} clicks")
+    print("  (fp32: clicks on the decoder split at the image; whole: the whole fp32 browser decoder per click)")
     print("  median / p95 ms            threads isolated   click->mask    session.run    decode(+upscale)  draw   "
           "  CPU/click")
     for row in rows:
@@ -214,6 +224,10 @@ def bench_model(browser, model: str, image: np.ndarray, image_path: Path, args: 
     cores = rows[0]["cores"] if rows else "?"
     ready = ", ".join(f"{r['ready']:.1f}" for r in rows)
     print(f"  (navigator.hardwareConcurrency {cores}; each page ready to decode in {ready} s)")
+    for row in rows:
+        if row["products_ms"] is not None:
+            print(f"  {row['precision']}: the image's products for the split decoder, once when it opened: "
+                  f"{row['products_ms']:.0f} ms")
     print("  mask agreement (the shown mask, the best of three)")
     for row in rows:
         fp32 = next((r for r in rows if r["precision"] == "fp32" and r["asked"] == row["asked"]), None)
@@ -240,17 +254,27 @@ def bench_model(browser, model: str, image: np.ndarray, image_path: Path, args: 
                     native_runs(files["fp32"], feeds, threads)[0])
 
 
-def click_feeds(embedding, info: dict, points: np.ndarray, height: int, width: int) -> list[dict]:
-    """The decoder's inputs for each click, as the app makes them (decode.js promptTensors)."""
+def image_products(products_file: bytes, features: np.ndarray) -> dict:
+    """The factored decoder's per-image inputs (browser_products.onnx run once, natively)."""
+    session = native_session(products_file, 2)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"image_embeddings": features})))
+
+
+def click_feeds(embedding, info: dict, points: np.ndarray, height: int, width: int,
+                products_file: bytes) -> list[dict]:
+    """The decoders' inputs for each click, as the app makes them (decode.js promptTensors), the image's products
+    for the factored decoder included."""
     shape = [int(v) for v in embedding.headers["x-embedding-shape"].split(",")]
     features = np.frombuffer(embedding.content, "<f4").reshape(shape)
+    products = image_products(products_file, features)
     scale = info["image_size"] / max(height, width)
     sx, sy = int(width * scale + 0.5) / width, int(height * scale + 0.5) / height
     low = info["low_res_size"]
     return [{"image_embeddings": features, "point_coords": np.array([[[x * sx, y * sy], [0, 0]]], np.float32),
              "point_labels": np.array([[1, -1]], np.float32), "mask_input": np.zeros((1, 1, *low), np.float32),
-             "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array([height, width], np.float32)}
-            for x, y in points]
+             "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array([height, width], np.float32),
+             **products} for x, y in points]
 
 
 def native_session(model: bytes, threads: int, profile: str | None = None):
@@ -389,14 +413,16 @@ def per_matmul_ms(short_ms: float, long_ms: float, lengths: tuple[int, int]) -> 
     return max(long_ms - short_ms, 1e-6) / (lengths[1] - lengths[0])
 
 
-def floor_in_page(page, decoder: bytes, info: dict) -> tuple[Counter, dict]:
+def floor_in_page(page, decoder: bytes, info: dict, products_file: bytes) -> tuple[Counter, dict]:
     """The decoder's GEMMs and each shape's milliseconds per product in this page's runtime."""
     low = info["low_res_size"]
     side = info["image_size"]
-    feed = {"image_embeddings": np.random.default_rng(0).standard_normal(info["embedding_shape"]).astype(np.float32),
+    features = np.random.default_rng(0).standard_normal(info["embedding_shape"]).astype(np.float32)
+    feed = {"image_embeddings": features,
             "point_coords": np.array([[[side / 3, side / 4], [0, 0]]], np.float32),
             "point_labels": np.array([[1, -1]], np.float32), "mask_input": np.zeros((1, 1, *low), np.float32),
-            "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array([side, side], np.float32)}
+            "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array([side, side], np.float32),
+            **image_products(products_file, features)}
     gemms = decoder_gemms(decoder, feed)
     shapes = floor_shapes(gemms)
     specs = [{"shape": list(s), "models": [base64.b64encode(chain_model(*s, n)).decode()
@@ -464,15 +490,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed clicks first (default 5)")
     parser.add_argument("--threads", default="default",
                         help="comma-separated: 'default' (the app's choice) and/or thread counts (default: default)")
-    parser.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32, int8 (default both)")
+    parser.add_argument("--precisions", default="fp32,whole,int8",
+                        help="comma-separated: fp32 (clicks on the decoder split at the image), whole (the whole "
+                             "fp32 browser decoder per click, ?factored=0), int8 (the int8 browser decoder); "
+                             "default all three")
     parser.add_argument("--no-floor", action="store_true", help="skip timing the decoder's GEMMs alone")
     parser.add_argument("--image", type=Path, help="an image file (default: ../shared/images/dog.jpg or a pattern)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     args.threads = [t.strip() for t in args.threads.split(",")]
     args.precisions = [p.strip() for p in args.precisions.split(",")]
-    if any(t != "default" and not t.isdigit() for t in args.threads) or not set(args.precisions) <= {"fp32", "int8"}:
-        parser.error("--threads takes 'default' and numbers, --precisions fp32 and int8")
+    if any(t != "default" and not t.isdigit() for t in args.threads) or not set(args.precisions) <= {"fp32", "whole",
+                                                                                                      "int8"}:
+        parser.error("--threads takes 'default' and numbers, --precisions fp32, whole and int8")
 
     from PIL import Image
     from playwright.sync_api import sync_playwright

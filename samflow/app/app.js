@@ -49,6 +49,7 @@
     precision: (params.get("decoder") || storedPrecision()) === "int8" ? "int8" : "fp32",
     threads: params.has("threads") ? Number.parseInt(params.get("threads"), 10) : undefined,
     proxy: params.get("proxy") === "1",
+    factored: params.get("factored") !== "0", // ?factored=0: every click runs the whole browser decoder
   };
 
   // The service's fetch: every request of the app (and of decode.js) goes through here.

@@ -93,9 +93,8 @@ class _Block:
     def rows(self, batch: int) -> torch.Tensor:
         """(B, K, C) explicit rows."""
         if self.vals is None:
-            return self.basis.expand(batch, 1, -1)
-        b, h, t, _ = self.vals.shape
-        return torch.matmul(self.vals, self.basis).view(b, h * t, -1)
+            return self.basis.expand(batch, *self.basis.shape)
+        return torch.matmul(self.vals, self.basis).reshape(batch, -1, self.basis.shape[-1])
 
 
 class FactoredImageTokens:
@@ -180,10 +179,9 @@ class FactoredImageTokens:
         for block in self.blocks:
             basis_w = self.cache.get(("bw", block.name, name), lambda blk=block: torch.matmul(blk.basis, weight.t()))
             if block.vals is None:
-                parts.append(basis_w.expand(self.batch, 1, -1))
+                parts.append(basis_w.expand(self.batch, *basis_w.shape))
             else:
-                b, h, t, _ = block.vals.shape
-                parts.append(torch.matmul(block.vals, basis_w).view(b, h * t, -1))
+                parts.append(torch.matmul(block.vals, basis_w).reshape(self.batch, -1, basis_w.shape[-1]))
         return torch.cat(parts, dim=1)
 
     # -- attention against the image tokens ----------------------------------------------------------------------
@@ -192,7 +190,9 @@ class FactoredImageTokens:
                name: Hashable) -> torch.Tensor:
         """vectors (B, H, T, d) dotted with each head's slice of (X + pe) W^T + b, given as `weight` (Ci, C) and
         `position_bias` (N, Ci) = pe W^T + b: (B, H, T, N)."""
-        b, h, t, d = vectors.shape
+        # Sizes as Python ints (constants in an exported graph) and -1 for the prompt's token count T.
+        b, h, d = self.batch, int(vectors.shape[1]), int(vectors.shape[3])
+        n = self.cache.shape[0]
         if self.scale is None and not self.blocks:
             return _per_head(vectors, self._heads_dn(name, weight, h, position_bias))
         bias = self.cache.get(("pb", name), lambda: position_bias.t().reshape(h, -1, position_bias.shape[0])
@@ -206,19 +206,20 @@ class FactoredImageTokens:
         if self.blocks:
             rows = self._projected_rows(name, weight)  # (B, R, Ci)
             small = torch.matmul(vectors, rows.view(b, -1, h, d).permute(0, 2, 3, 1))  # (B, H, T, R)
-            out = out.view(b, h * t, -1).baddbmm_(small.reshape(b, h * t, -1), self.coef).view(b, h, t, -1)
+            out = out.view(b, -1, n).baddbmm_(small.reshape(b, -1, rows.shape[1]), self.coef).view(b, h, -1, n)
         return out
 
     def mix(self, probs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
             name: Hashable) -> torch.Tensor:
         """probs (B, H, T, N) (each row summing to one) times each head's slice of X W^T + b: (B, H, T, d)."""
-        b, h, t, n = probs.shape
+        b, h, n = self.batch, int(probs.shape[1]), self.cache.shape[0]
         weighted = probs if self.scale is None else probs * self.scale[:, None, None, :]
         out = _per_head(weighted, self._heads_nd(name, weight, h))
         if self.blocks:
             rows = self._projected_rows(name, weight)  # (B, R, Ci)
-            pc = torch.bmm(probs.reshape(b, h * t, n), self.coef.transpose(1, 2)).view(b, h, t, -1)  # (B,H,T,R)
-            out = out + torch.matmul(pc, rows.view(b, -1, h, out.shape[-1]).transpose(1, 2))
+            r = rows.shape[1]
+            pc = torch.bmm(probs.reshape(b, -1, n), self.coef.transpose(1, 2)).view(b, h, -1, r)  # (B, H, T, R)
+            out = out + torch.matmul(pc, rows.view(b, r, h, -1).transpose(1, 2))
         if bias is not None:
             out = out + bias.view(h, 1, -1)
         return out
@@ -228,10 +229,11 @@ class FactoredImageTokens:
     def add_attention(self, probs: torch.Tensor, values: torch.Tensor, out_proj: nn.Linear, name: Hashable) -> None:
         """X += out_proj(sum_t probs[..., t, n] values[t]) for every image token n: probs (B, H, T, N) summing to
         one over T per head, values (B, H, T, d)."""
-        b, h, t, n = probs.shape
+        b, h, n = self.batch, int(probs.shape[1]), self.cache.shape[0]
         c = out_proj.out_features
         basis = self.cache.get(("wo", name), lambda: out_proj.weight.t().reshape(h, -1, c).contiguous())
-        self.blocks.append(_Block(values, basis, ("wo", name), *self._append(probs.reshape(b, h * t, n), h * t)))
+        coef = probs.reshape(b, -1, n)
+        self.blocks.append(_Block(values, basis, ("wo", name), *self._append(coef, coef.shape[1])))
         if out_proj.bias is not None:  # each head's probabilities sum to one: every token gets the bias h/h times
             bias = self.cache.get(("bo", name), lambda: out_proj.bias.view(1, c))
             self.blocks.append(_Block(None, bias, ("bo", name), *self._append(None, 1)))
@@ -244,7 +246,7 @@ class FactoredImageTokens:
         g_centred = self.cache.get(("gP", g_name), lambda: _centre_rows(self.g, c, self.cache))
         e0 = self.cache.get(("e0", g_name), lambda: torch.matmul(self.cache.x0, g_centred).square_().sum(-1))
         s = self.scale
-        total = e0.expand(b, -1) if s is None else e0 * s.square()
+        total = e0.expand(b, self.cache.shape[0]) if s is None else e0 * s.square()
         if self.blocks:
             rows = torch.cat([blk.rows(b) for blk in self.blocks], dim=1)  # (B, R, C)
             rows_c = rows - rows.mean(-1, keepdim=True)
@@ -273,14 +275,14 @@ class FactoredImageTokens:
             m = self.cache.get(("cross", self.g_name, blk.name),
                                lambda: torch.matmul(self.cache.x0, torch.matmul(g_centred, blk.basis[0])))
             return coef[:, 0] * m
-        b, h, t, d = blk.vals.shape
+        b, h, d = self.batch, int(blk.vals.shape[1]), int(blk.vals.shape[3])
 
         def compute() -> torch.Tensor:  # (H, d, N)
             basis_t = blk.basis.permute(2, 0, 1).reshape(blk.basis.shape[2], h * d)  # (C, H*d)
             m = torch.matmul(self.cache.x0, torch.matmul(g_centred, basis_t))  # (N, H*d)
             return m.t().reshape(h, d, -1).contiguous()
         m = self.cache.get(("cross", self.g_name, blk.name), compute)
-        return _per_head(blk.vals, m).mul_(coef.view(b, h, t, -1)).sum((1, 2))
+        return _per_head(blk.vals, m).mul_(coef.view(b, h, -1, self.cache.shape[0])).sum((1, 2))
 
     # -- dense results --------------------------------------------------------------------------------------------
 
@@ -295,15 +297,15 @@ class FactoredImageTokens:
                 basis_w = self.cache.get(("bl", block.name, name),
                                          lambda blk=block: torch.matmul(blk.basis, weight_t))
                 if block.vals is None:
-                    parts.append(basis_w.expand(self.batch, 1, -1))
+                    parts.append(basis_w.expand(self.batch, *basis_w.shape))
                 else:
-                    b, h, t, _ = block.vals.shape
-                    parts.append(torch.matmul(block.vals, basis_w).view(b, h * t, -1))
+                    parts.append(torch.matmul(block.vals, basis_w).reshape(self.batch, -1, basis_w.shape[-1]))
             projected = torch.cat(parts, dim=1)  # (B, R, K)
         coef_t = self.coef.transpose(1, 2)  # (B, N, R)
 
         def rows_of(rows: slice) -> torch.Tensor:
-            out = fixed[rows].expand(self.batch, -1, -1) if s is None else fixed[rows] * s[:, rows, None]
+            part = fixed[rows]
+            out = part.expand(self.batch, *part.shape) if s is None else part * s[:, rows, None]
             if projected is None:
                 return out.contiguous()
             return torch.baddbmm(out, coef_t[:, rows], projected)
@@ -345,7 +347,7 @@ def cat_factored(parts: list[FactoredImageTokens]) -> FactoredImageTokens:
 def _per_head(vectors: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """vectors (B, H, T, K) times each head's m (H, K, N): (B, H, T, N) (a broadcast matmul would copy m once
     per prompt)."""
-    b = vectors.shape[0]
+    b = int(vectors.shape[0])
     if b == 1:
         return torch.matmul(vectors[0], m)[None]
     # (einsum is faster alone but leaves a (H, B, T, N) layout that makes the elementwise work after it slower)

@@ -174,14 +174,12 @@ def _softmax_over_tokens(scores: torch.Tensor) -> torch.Tensor:
 def factored_tokens_to_image(attn: Attention, queries: torch.Tensor, keys: FactoredImageTokens,
                              key_bias: torch.Tensor, name: Hashable) -> torch.Tensor:
     """`attn(queries, keys + pe, keys)` with the image tokens in factored form; key_bias (N, Ci) = k_proj(pe)."""
-    b, t, _ = queries.shape
-    heads = attn.num_heads
-    q = attn.q_proj(queries)
-    d = q.shape[-1] // heads
-    q = q.view(b, t, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))  # (B, H, T, d)
+    b, heads = keys.batch, attn.num_heads
+    d = attn.internal_dim // heads
+    q = attn.q_proj(queries).view(b, -1, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))  # (B, H, T, d)
     probs = keys.scores(q, attn.k_proj.weight, key_bias, (name, "k")).softmax(dim=-1)
     out = keys.mix(probs, attn.v_proj.weight, attn.v_proj.bias, (name, "v"))  # (B, H, T, d)
-    return attn.out_proj(out.transpose(1, 2).reshape(b, t, heads * d))
+    return attn.out_proj(out.transpose(1, 2).reshape(b, -1, heads * d))
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -259,12 +257,10 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
 
-        b, t, _ = queries.shape
-        heads = i2t.num_heads
-        k = i2t.k_proj(queries + query_pe)
-        d = k.shape[-1] // heads
-        k = k.view(b, t, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))
-        v = i2t.v_proj(queries).view(b, t, heads, d).transpose(1, 2)
+        b, heads = keys.batch, i2t.num_heads
+        d = i2t.internal_dim // heads
+        k = i2t.k_proj(queries + query_pe).view(b, -1, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))
+        v = i2t.v_proj(queries).view(b, -1, heads, d).transpose(1, 2)
         scores = keys.scores(k, i2t.q_proj.weight, fused[1][:, 2 * ci :], (name, "i2t_q"))  # (B, H, T, N)
         keys.add_attention(_softmax_over_tokens(scores), v, i2t.out_proj, (name, "i2t"))
         keys.layer_norm(self.norm4, (name, "norm4"))
@@ -361,7 +357,7 @@ class TwoWayTransformer(nn.Module):
                 cache = ImageCache(image_embedding.flatten(2).permute(0, 2, 1)[0])
                 if image_key is not None:
                     self._factored_cache = (full_key, cache)
-        b, t, _ = point_embedding.shape
+        b, t = int(point_embedding.shape[0]), int(point_embedding.shape[1])  # T sizes only the buffer, unused in export
         terms_per_layer = max([layer.cross_attn_image_to_token.num_heads for layer in self.layers], default=0) * t + 2
         keys = FactoredImageTokens(cache, b, capacity=len(self.layers) * terms_per_layer)
         queries = point_embedding
