@@ -152,7 +152,8 @@ def _factored_masks(model: Sam, cache: ImageCache, point_coords: torch.Tensor,
     sparse = prompt.embed_points(point_coords, point_labels)
     tokens = torch.cat([decoder.output_token_weights().unsqueeze(0).to(sparse.dtype), sparse], dim=1)
     tokens_out, image_tokens = decoder.transformer.forward_factored(None, model.prompt_encoder.get_dense_pe(),
-                                                                    tokens, cache=cache)
+                                                                    tokens, cache=cache,
+                                                                    outputs=decoder.num_mask_tokens + 1)
     grid = model.prompt_encoder.image_embedding_size
     low_res = decoder.masks_from_tokens(tokens_out, image_tokens, grid)
     k = decoder.num_multimask_outputs

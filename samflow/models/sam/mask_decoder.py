@@ -80,7 +80,9 @@ class MaskDecoder(nn.Module):
     def attend(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
                dense_prompt_embeddings: torch.Tensor,
                image_key: Hashable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two-way transformer: output tokens (B, T, C) and image tokens (B, h*w, C).
+        """The two-way transformer: output tokens (B, T, C) and image tokens (B, h*w, C); with factored image tokens
+        (see `_factored_ok`) a FactoredImageTokens, and only the learned output tokens' rows (the prompt's own
+        tokens, never read after, are left out).
 
         `image_key`: the caller's name for this (image embedding, no-mask dense embedding) pair, equal across the
         calls that share them (e.g. the batches of one automatic-mask crop); by default one is derived from the
@@ -110,8 +112,8 @@ class MaskDecoder(nn.Module):
         if image_key is not None and self._factored_ok(src):
             if step != batch:  # factored tokens take N x R per prompt, not N x C: more prompts fit in cache
                 step = PROMPT_CHUNK * max(1, min(4, FACTORED_CHUNK_TOKENS // (src.shape[-2] * src.shape[-1])))
-            outs = [self.transformer.forward_factored(src, image_pe, tokens[i : i + step], image_key)
-                    for i in range(0, batch, step)]
+            outs = [self.transformer.forward_factored(src, image_pe, tokens[i : i + step], image_key,
+                                                      outputs=output_tokens.shape[1]) for i in range(0, batch, step)]
             return torch.cat([o[0] for o in outs]), cat_factored([o[1] for o in outs])
         if batch <= step:
             return self.transformer(src, image_pe, tokens, image_key=image_key)

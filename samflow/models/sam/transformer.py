@@ -343,10 +343,13 @@ class TwoWayTransformer(nn.Module):
 
     def forward_factored(self, image_embedding: torch.Tensor | None, image_pe: torch.Tensor,
                          point_embedding: torch.Tensor, image_key: Hashable | None = None,
-                         cache: ImageCache | None = None) -> tuple[torch.Tensor, FactoredImageTokens]:
+                         cache: ImageCache | None = None,
+                         outputs: int | None = None) -> tuple[torch.Tensor, FactoredImageTokens]:
         """`forward` for one shared image (1, C, h, w) at inference, its image tokens returned in factored form
         (see samflow.models.sam.factored_tokens): the image-only products are kept for the last `image_key`, or
-        read from (and added to) `cache` when one is given (then image_embedding may be None)."""
+        read from (and added to) `cache` when one is given (then image_embedding may be None). `outputs`: only the
+        first so many tokens are returned (the final attention, where each token only reads the image, then runs
+        for those alone: the decoder reads its learned output tokens, never the prompt's)."""
         constants = self._image_side_constants(image_pe)
         if cache is None:
             full_key = (image_key, id(constants))
@@ -365,6 +368,8 @@ class TwoWayTransformer(nn.Module):
             queries = layer.forward_factored(queries, keys, point_embedding, fused, i)
         final = self.final_attn_token_to_image
         bias = constants[-1][1]
+        if outputs is not None:
+            queries, point_embedding = queries[:, :outputs], point_embedding[:, :outputs]
         attn_out = factored_tokens_to_image(final, queries + point_embedding, keys, bias[:, : final.internal_dim],
                                             "final")
         return self.norm_final_attn(queries + attn_out), keys
