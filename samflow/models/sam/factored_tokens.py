@@ -301,7 +301,13 @@ class FactoredImageTokens:
                 else:
                     parts.append(torch.matmul(block.vals, basis_w).reshape(self.batch, -1, basis_w.shape[-1]))
             projected = torch.cat(parts, dim=1)  # (B, R, K)
-        coef_t = self.coef.transpose(1, 2)  # (B, N, R)
+        coef = self.coef
+        if projected is not None and torch.jit.is_tracing():
+            # onnxruntime-web's GEMM runs at half speed when R is not a multiple of 16: pad with zero terms.
+            pad = (16 - coef.shape[1] % 16) % 16
+            coef = torch.cat([coef, coef.new_zeros(self.batch, pad, coef.shape[2])], dim=1)
+            projected = torch.cat([projected, projected.new_zeros(self.batch, pad, projected.shape[2])], dim=1)
+        coef_t = coef.transpose(1, 2)  # (B, N, R)
 
         def rows_of(rows: slice) -> torch.Tensor:
             part = fixed[rows]
