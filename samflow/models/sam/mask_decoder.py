@@ -124,8 +124,10 @@ class MaskDecoder(nn.Module):
 
     def _factored_ok(self, src: torch.Tensor) -> bool:
         """Whether this call's image tokens can stay factored (samflow.models.sam.factored_tokens): a shared
-        image at inference in full precision, outside tracing, for a decoder whose mask step takes them."""
+        image at inference in full precision on the CPU (measured there; on a GPU its many small per-prompt products
+        cost launches, not arithmetic), outside tracing, for a decoder whose mask step takes them."""
         return (self.factored_image_tokens and src.shape[0] == 1 and not torch.is_grad_enabled()
+                and common.cache_blocked(src)
                 and not torch.jit.is_tracing() and src.dtype in (torch.float32, torch.float64)
                 and not torch.is_autocast_enabled(src.device.type) and len(self.transformer.layers) > 0)
 
