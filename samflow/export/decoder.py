@@ -144,66 +144,65 @@ FACTORED_PROMPT_INPUTS = ("point_coords", "point_labels")
 IMAGE_PRODUCT_PREFIX = "image_product_"
 
 
-def _factored_masks(model: Sam, cache: ImageCache, point_coords: torch.Tensor,
-                    point_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """BrowserDecoder's outputs (no mask input) through the factored decoder on `cache`."""
-    prompt = OnnxDecoder(model, return_single_mask=False)
-    decoder = model.mask_decoder
-    sparse = prompt.embed_points(point_coords, point_labels)
-    tokens = torch.cat([decoder.output_token_weights().unsqueeze(0).to(sparse.dtype), sparse], dim=1)
-    tokens_out, image_tokens = decoder.transformer.forward_factored(None, model.prompt_encoder.get_dense_pe(),
-                                                                    tokens, cache=cache,
-                                                                    outputs=decoder.num_mask_tokens + 1)
-    grid = model.prompt_encoder.image_embedding_size
-    low_res = decoder.masks_from_tokens(tokens_out, image_tokens, grid)
-    k = decoder.num_multimask_outputs
-    scores = decoder.predict_iou(tokens_out)
-    return scores[:, 1:].reshape(1, k), low_res[:, 1:].reshape(1, k, *model.prompt_encoder.mask_input_size)
+# The prompt the per-image part is traced with (one click and the padding point): the products do not depend on it.
+_ANY_CLICK = ((1.0, 1.0), (0.0, 0.0)), (1.0, -1.0)
 
 
-def _image_tokens(model: Sam, image_embeddings: torch.Tensor) -> torch.Tensor:
-    """The shared image tokens (N, C): the embedding plus the no-mask dense embedding, as MaskDecoder.attend."""
-    no_mask = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-    return (image_embeddings + no_mask).flatten(2).permute(0, 2, 1)[0]
+class _FactoredBrowserDecoder(OnnxDecoder):
+    """What both halves share: BrowserDecoder's outputs (no mask input) through the factored decoder on a cache."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__(model, return_single_mask=False)
+        grid = model.prompt_encoder.image_embedding_size
+        self.image_shape = (grid[0] * grid[1], model.prompt_encoder.embed_dim)
+
+    def factored_masks(self, cache: ImageCache, point_coords: torch.Tensor,
+                       point_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        decoder, encoder = self.mask_decoder, self.prompt_encoder
+        sparse = self.embed_points(point_coords, point_labels)
+        tokens = torch.cat([decoder.output_token_weights().unsqueeze(0).to(sparse.dtype), sparse], dim=1)
+        tokens_out, image_tokens = decoder.transformer.forward_factored(None, encoder.get_dense_pe(), tokens,
+                                                                        cache=cache,
+                                                                        outputs=decoder.num_mask_tokens + 1)
+        low_res = decoder.masks_from_tokens(tokens_out, image_tokens, encoder.image_embedding_size)
+        k = decoder.num_multimask_outputs
+        scores = decoder.predict_iou(tokens_out)
+        return scores[:, 1:].reshape(1, k), low_res[:, 1:].reshape(1, k, *encoder.mask_input_size)
+
+    def image_cache(self, image_embeddings: torch.Tensor) -> ImageCache:
+        """The cache of an image's products, filled by decoding one click on it (the shared image tokens are the
+        embedding plus the no-mask dense embedding, as in MaskDecoder.attend)."""
+        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        cache = ImageCache((image_embeddings + no_mask).flatten(2).permute(0, 2, 1)[0])
+        coords, labels = _ANY_CLICK
+        self.factored_masks(cache, torch.tensor([coords]), torch.tensor([labels]))
+        return cache
 
 
-def image_product_keys(model: Sam) -> list:
-    """The cache entries the factored decoder reads, in order (they do not depend on the prompt)."""
-    grid = model.prompt_encoder.image_embedding_size
-    embedding = torch.zeros(1, model.prompt_encoder.embed_dim, *grid)
-    cache = ImageCache(_image_tokens(model, embedding))
-    with torch.no_grad():
-        _factored_masks(model, cache, torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]), torch.tensor([[1.0, -1.0]]))
-    return list(cache.image_keys)
-
-
-class BrowserImageProducts(nn.Module):
+class BrowserImageProducts(_FactoredBrowserDecoder):
     """Per image: `image_embeddings` (1, C, h, w) -> the products its factored decoder reads (image_product_i)."""
 
     def __init__(self, model: Sam) -> None:
-        super().__init__()
-        self.model = model
-        self.keys = image_product_keys(model)
+        super().__init__(model)
+        with torch.no_grad():  # the entries it reads, in order (they do not depend on the image or the prompt)
+            self.keys = list(self.image_cache(torch.zeros(1, self.image_shape[1], *model.prompt_encoder
+                                                          .image_embedding_size)).image_keys)
 
     def forward(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cache = ImageCache(_image_tokens(self.model, image_embeddings))
-        _factored_masks(self.model, cache, torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]), torch.tensor([[1.0, -1.0]]))
+        cache = self.image_cache(image_embeddings)
         return tuple(cache.value(k) for k in self.keys)
 
 
-class BrowserFactoredDecoder(nn.Module):
+class BrowserFactoredDecoder(_FactoredBrowserDecoder):
     """Per click: `point_coords`, `point_labels` and the image's products -> BrowserDecoder's `iou_predictions`
     (1, 3) and `low_res_masks` (1, 3, 4h, 4w) for a prompt without a mask input."""
 
     def __init__(self, model: Sam, keys: list) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.keys = keys
-        grid = model.prompt_encoder.image_embedding_size
-        self.shape = (grid[0] * grid[1], model.prompt_encoder.embed_dim)
 
     def forward(self, point_coords: torch.Tensor, point_labels: torch.Tensor,
                 *products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cache = ImageCache(None, dict(zip(self.keys, products)), shape=self.shape, dtype=point_coords.dtype,
+        cache = ImageCache(None, dict(zip(self.keys, products)), shape=self.image_shape, dtype=point_coords.dtype,
                            device=point_coords.device)
-        return _factored_masks(self.model, cache, point_coords, point_labels)
+        return self.factored_masks(cache, point_coords, point_labels)

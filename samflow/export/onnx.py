@@ -348,12 +348,11 @@ def export_browser_factored(model: Sam, products_path: str | Path, decoder_path:
                                  torch.zeros_like(torch.from_numpy(prompt["mask_input"])), torch.zeros(1))
             for name, a, b in zip(BROWSER_DECODER_OUTPUTS, got, want):
                 worst[name] = max(worst[name], checks.relative_difference(a, b.numpy()))
-    return BrowserFactoredExport(
-        products=OnnxFile(path=products_path, inputs=interface(products_path)[0],
-                          outputs=interface(products_path)[1], opset=opset),
-        decoder=OnnxFile(path=decoder_path, inputs=interface(decoder_path)[0], outputs=interface(decoder_path)[1],
-                         opset=opset),
-        max_relative_difference=worst)
+    def written(path: Path) -> OnnxFile:
+        inputs, outputs = interface(path)
+        return OnnxFile(path=path, inputs=inputs, outputs=outputs, opset=opset)
+    return BrowserFactoredExport(products=written(products_path), decoder=written(decoder_path),
+                                 max_relative_difference=worst)
 
 
 def export_encoder(model: Sam, path: str | Path, *, opset: int = DEFAULT_OPSET, verify: bool = True) -> EncoderExport:

@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -147,38 +148,42 @@ DECODERS = _Decoders()
 
 
 def _export(model: torch.nn.Module, browser: bool) -> bytes:
-    from samflow.export import ExportError, export_browser_decoder, export_decoder
+    from samflow.export import export_browser_decoder, export_decoder
 
-    started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="samflow-decoder-") as tmp:
-            path = Path(tmp) / "decoder.onnx"
-            if browser:
-                export_browser_decoder(model, path, verify=False)
-            else:
-                export_decoder(model, path, multimask=True, verify=False)
-            data = path.read_bytes()
-    except ExportError as exc:  # a model the export does not cover: the app decodes on the server
-        log.warning("no decoder for browsers: %s", exc)
-        raise ApiError(503, "browser_decoding_unavailable", str(exc)) from exc
-    log.info("exported the decoder for browsers in %.1f s (%d bytes)", time.perf_counter() - started, len(data))
-    return data
+    def write(tmp: Path) -> dict[str, Path]:
+        path = tmp / "decoder.onnx"
+        if browser:
+            export_browser_decoder(model, path, verify=False)
+        else:
+            export_decoder(model, path, multimask=True, verify=False)
+        return {"decoder": path}
+    return _exported("the decoder", write)["decoder"]
 
 
 def _export_factored(model: torch.nn.Module) -> dict[str, bytes]:
-    from samflow.export import ExportError, export_browser_factored
+    from samflow.export import export_browser_factored
+
+    def write(tmp: Path) -> dict[str, Path]:
+        files = {"products": tmp / "products.onnx", "factored": tmp / "decoder.onnx"}
+        export_browser_factored(model, files["products"], files["factored"], verify=False)
+        return files
+    return _exported("the factored decoder", write)
+
+
+def _exported(what: str, write: Callable[[Path], dict[str, Path]]) -> dict[str, bytes]:
+    """The files `write` exports into a temporary folder, by name, read into memory; a model the export does not
+    cover is a 503 (the app then decodes with what it has, or on the server)."""
+    from samflow.export import ExportError
 
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="samflow-decoder-") as tmp:
-            products, decoder = Path(tmp) / "products.onnx", Path(tmp) / "decoder.onnx"
-            export_browser_factored(model, products, decoder, verify=False)
-            data = {"products": products.read_bytes(), "factored": decoder.read_bytes()}
-    except ExportError as exc:  # a model the export does not cover: the app uses the browser decoder alone
-        log.warning("no factored decoder for browsers: %s", exc)
+            data = {name: path.read_bytes() for name, path in write(Path(tmp)).items()}
+    except ExportError as exc:
+        log.warning("no %s for browsers: %s", what, exc)
         raise ApiError(503, "browser_decoding_unavailable", str(exc)) from exc
-    log.info("exported the factored decoder for browsers in %.1f s (%d + %d bytes)", time.perf_counter() - started,
-             len(data["products"]), len(data["factored"]))
+    log.info("exported %s for browsers in %.1f s (%s bytes)", what, time.perf_counter() - started,
+             " + ".join(str(len(v)) for v in data.values()))
     return data
 
 

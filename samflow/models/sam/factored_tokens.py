@@ -173,16 +173,21 @@ class FactoredImageTokens:
             return m.view(n, heads, -1).permute(1, 0, 2).contiguous()
         return self.cache.get(("nd", self.g_name, name), compute)
 
-    def _projected_rows(self, name: Hashable, weight: torch.Tensor) -> torch.Tensor:
-        """Every term's row through W (Ci, C): (B, R, Ci), from the value vectors and cached basis @ W^T."""
+    def _rows_times(self, name: Hashable, right: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Every term's row times right() (C, K): (B, R, K), from the value vectors and each block's basis @ right(),
+        cached under (block, name)."""
         parts = []
         for block in self.blocks:
-            basis_w = self.cache.get(("bw", block.name, name), lambda blk=block: torch.matmul(blk.basis, weight.t()))
+            basis_r = self.cache.get(("rows", block.name, name), lambda blk=block: torch.matmul(blk.basis, right()))
             if block.vals is None:
-                parts.append(basis_w.expand(self.batch, *basis_w.shape))
+                parts.append(basis_r.expand(self.batch, *basis_r.shape))
             else:
-                parts.append(torch.matmul(block.vals, basis_w).reshape(self.batch, -1, basis_w.shape[-1]))
+                parts.append(torch.matmul(block.vals, basis_r).reshape(self.batch, -1, basis_r.shape[-1]))
         return torch.cat(parts, dim=1)
+
+    def _projected_rows(self, name: Hashable, weight: torch.Tensor) -> torch.Tensor:
+        """Every term's row through W (Ci, C): (B, R, Ci)."""
+        return self._rows_times(("w", name), lambda: weight.t())
 
     # -- attention against the image tokens ----------------------------------------------------------------------
 
@@ -302,17 +307,7 @@ class FactoredImageTokens:
         """rows -> X[:, rows] @ weight_t (C, K), (B, m, K); the per-prompt rows' products are made once."""
         fixed = self._x0_times(("lin", name), lambda: weight_t)
         s = self.scale
-        projected = None
-        if self.blocks:
-            parts = []
-            for block in self.blocks:
-                basis_w = self.cache.get(("bl", block.name, name),
-                                         lambda blk=block: torch.matmul(blk.basis, weight_t))
-                if block.vals is None:
-                    parts.append(basis_w.expand(self.batch, *basis_w.shape))
-                else:
-                    parts.append(torch.matmul(block.vals, basis_w).reshape(self.batch, -1, basis_w.shape[-1]))
-            projected = torch.cat(parts, dim=1)  # (B, R, K)
+        projected = self._rows_times(("lin", name), lambda: weight_t) if self.blocks else None  # (B, R, K)
         coef = self.coef
         if projected is not None and torch.jit.is_tracing():
             # onnxruntime-web's GEMM ran 4096 x R x 256 at 40-51 GFLOP/s for R = 116 and 112, at 70 for 128:
@@ -338,13 +333,19 @@ class FactoredImageTokens:
 
     def select(self, index: torch.Tensor) -> FactoredImageTokens:
         """The tokens of prompts `index` (n,)."""
+        return self._remade(lambda get: get(self)[index])
+
+    def _remade(self, tensor: Callable[[Callable[[FactoredImageTokens], torch.Tensor]], torch.Tensor]
+                ) -> FactoredImageTokens:
+        """These tokens (their image and structure) with each per-prompt tensor (scale, coefficients, value
+        vectors) made anew: `tensor(get)` from the accessor `get` that reads it from a FactoredImageTokens."""
         out = FactoredImageTokens.__new__(FactoredImageTokens)
-        out.cache, out.batch = self.cache, int(index.shape[0])
-        out.scale = None if self.scale is None else self.scale[index]
-        out.g, out.g_name = self.g, self.g_name
-        out.coef = out._buffer = self.coef[index]
-        out.blocks = [_Block(None if blk.vals is None else blk.vals[index], blk.basis, blk.name, blk.start, blk.stop)
-                      for blk in self.blocks]
+        out.cache, out.g, out.g_name = self.cache, self.g, self.g_name
+        out.scale = None if self.scale is None else tensor(lambda p: p.scale)
+        out.coef = out._buffer = tensor(lambda p: p.coef)
+        out.batch = int(out.coef.shape[0])
+        out.blocks = [_Block(None if blk.vals is None else tensor(lambda p, i=i: p.blocks[i].vals), blk.basis,
+                             blk.name, blk.start, blk.stop) for i, blk in enumerate(self.blocks)]
         return out
 
 
@@ -352,15 +353,7 @@ def cat_factored(parts: list[FactoredImageTokens]) -> FactoredImageTokens:
     """The tokens of several prompt batches over the same image (made by the same transformer), as one batch."""
     if len(parts) == 1:
         return parts[0]
-    first = parts[0]
-    out = FactoredImageTokens.__new__(FactoredImageTokens)
-    out.cache, out.batch = first.cache, sum(p.batch for p in parts)
-    out.scale = None if first.scale is None else torch.cat([p.scale for p in parts])
-    out.g, out.g_name = first.g, first.g_name
-    out.coef = out._buffer = torch.cat([p.coef for p in parts])
-    out.blocks = [_Block(None if blk.vals is None else torch.cat([p.blocks[i].vals for p in parts]), blk.basis,
-                         blk.name, blk.start, blk.stop) for i, blk in enumerate(first.blocks)]
-    return out
+    return parts[0]._remade(lambda get: torch.cat([get(p) for p in parts]))
 
 
 def _per_head(vectors: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

@@ -174,12 +174,18 @@ def _softmax_over_tokens(scores: torch.Tensor) -> torch.Tensor:
 def factored_tokens_to_image(attn: Attention, queries: torch.Tensor, keys: FactoredImageTokens,
                              key_bias: torch.Tensor, name: Hashable) -> torch.Tensor:
     """`attn(queries, keys + pe, keys)` with the image tokens in factored form; key_bias (N, Ci) = k_proj(pe)."""
-    b, heads = keys.batch, attn.num_heads
-    d = attn.internal_dim // heads
-    q = attn.q_proj(queries).view(b, -1, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))  # (B, H, T, d)
+    q = _split_heads(attn, attn.q_proj(queries), keys.batch, scaled=True)
     probs = keys.scores(q, attn.k_proj.weight, key_bias, (name, "k")).softmax(dim=-1)
     out = keys.mix(probs, attn.v_proj.weight, attn.v_proj.bias, (name, "v"))  # (B, H, T, d)
-    return attn.out_proj(out.transpose(1, 2).reshape(b, -1, heads * d))
+    return attn.out_proj(out.transpose(1, 2).reshape(keys.batch, -1, attn.internal_dim))
+
+
+def _split_heads(attn: Attention, x: torch.Tensor, batch: int, scaled: bool = False) -> torch.Tensor:
+    """Projected tokens (B, T, Ci) -> (B, H, T, d), times 1/sqrt(d) when `scaled`; sizes as Python ints and -1
+    for T (constants in an exported graph)."""
+    d = attn.internal_dim // attn.num_heads
+    x = x.view(batch, -1, attn.num_heads, d).transpose(1, 2)
+    return x * (1.0 / math.sqrt(d)) if scaled else x
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -210,17 +216,22 @@ class TwoWayAttentionBlock(nn.Module):
         bias = torch.cat([t2i.k_proj(key_pe), t2i.v_proj.bias.expand(key_pe.shape[0], -1), i2t.q_proj(key_pe)], dim=1)
         return weight, bias
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor] | None = None,
-                projected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries (B, T, C) with query_pe; keys (1 or B, N, C) with key_pe (1, N, C); `fused` from image_side;
-        `projected` the fused projection of these keys when already known."""
+    def token_self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+        """The block's first step, the prompt tokens attending to each other (the first layer without their
+        positional encoding)."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
+        return self.norm1(queries)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
+                key_pe: torch.Tensor, fused: tuple[torch.Tensor, torch.Tensor] | None = None,
+                projected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, T, C) with query_pe; keys (1 or B, N, C) with key_pe (1, N, C); `fused` from image_side;
+        `projected` the fused projection of these keys when already known."""
+        queries = self.token_self_attention(queries, query_pe)
 
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         ci = t2i.internal_dim
@@ -240,16 +251,10 @@ class TwoWayAttentionBlock(nn.Module):
             mixed = image_to_tokens(i2t, keys, weight, fused[1][:, 2 * ci :], q, queries, residual=keys)
         return queries, self.norm4(mixed)
 
-
     def forward_factored(self, queries: torch.Tensor, keys: FactoredImageTokens, query_pe: torch.Tensor,
                          fused: tuple[torch.Tensor, torch.Tensor], name: Hashable) -> torch.Tensor:
         """`forward` with the image tokens in factored form (updated in place); returns the new queries."""
-        if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
+        queries = self.token_self_attention(queries, query_pe)
 
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         ci = t2i.internal_dim
@@ -257,10 +262,8 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
 
-        b, heads = keys.batch, i2t.num_heads
-        d = i2t.internal_dim // heads
-        k = i2t.k_proj(queries + query_pe).view(b, -1, heads, d).transpose(1, 2) * (1.0 / math.sqrt(d))
-        v = i2t.v_proj(queries).view(b, -1, heads, d).transpose(1, 2)
+        k = _split_heads(i2t, i2t.k_proj(queries + query_pe), keys.batch, scaled=True)
+        v = _split_heads(i2t, i2t.v_proj(queries), keys.batch)
         scores = keys.scores(k, i2t.q_proj.weight, fused[1][:, 2 * ci :], (name, "i2t_q"))  # (B, H, T, N)
         keys.add_attention(_softmax_over_tokens(scores), v, i2t.out_proj, (name, "i2t"))
         keys.layer_norm(self.norm4, (name, "norm4"))
