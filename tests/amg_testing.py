@@ -127,6 +127,7 @@ class ColourSam(nn.Module):
 
     preprocess = Sam.preprocess
     postprocess_masks = Sam.postprocess_masks
+    postprocess_matrices = Sam.postprocess_matrices
 
 
 def scene_image(seed: int, size: int | tuple[int, int] = 256) -> np.ndarray:

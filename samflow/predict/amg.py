@@ -9,14 +9,21 @@ masks. It does less work to get them:
   and filters afterwards. IoU filtering needs no mask, so this changes no decision;
 - the transformer, the upscaling and the full-resolution logits run in chunks (CHUNK_ELEMENTS), so peak memory
   does not grow with `points_per_batch`; a prompt's result does not depend on its batch-mates;
-- on the CPU, stability counts, binarisation and boxes run in numpy (several times faster than torch's bool
-  reductions); surviving masks are kept as run-length counts, never as a stack of dense full-size masks;
+- on the CPU, where the model's resize to full resolution has blocks of at least MIN_BLOCK_AREA output pixels
+  (SAM's 256 px low-res logits to a 1024 px image, tiny's to anything from ~800 px), the full-resolution logits
+  are never made: `samflow.ops.thresholded_resize` bounds each block of pixels by its few low-res taps and counts
+  pixel by pixel only along mask edges, for the stability counts and boxes; a crop's masks are made after its
+  NMS, for the masks it keeps, from low-res logits kept until then (at most PENDING_BYTES);
+- otherwise stability counts, binarisation and boxes of the full-resolution logits run in numpy on all cores
+  (several times faster than torch's bool reductions); surviving masks are kept as run-length counts, never as a
+  stack of dense full-size masks;
 - small-region clean-up uses samflow's own connected components (no OpenCV).
 
-Stability scores are computed on the same full-resolution logits as the official (made by the model's own
-`postprocess_masks`), so every decision (IoU and stability thresholds, crop-edge filter, NMS within and between
-crops, small-region clean-up) is taken on the same numbers, in the same order. tests/test_amg.py checks records
-for equality with the official generator.
+Every decision (IoU and stability thresholds, crop-edge filter, NMS within and between crops, small-region
+clean-up) is taken on the official numbers in the official order. The full-resolution logits are the official
+bilinear resize summed in another order (~1e-7; by the model's `postprocess_masks` or by the blocks): a pixel whose
+logit lies within rounding of a threshold may fall on the other side. tests/test_amg.py checks records for
+equality with the official generator (and, through the blocks, for masks within such pixels).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from samflow.models.sam2.model import Sam2
 from samflow.ops import amg as ops
 from samflow.ops import rle as rle_ops
 from samflow.ops.image import to_rgb_uint8
+from samflow.ops.thresholded_resize import ResizePlan, threshold_masks, threshold_stats
 from samflow.ops.transforms import ResizeLongestSide
 from samflow.predict.predictor import EncodedImage, SamPredictor, check_family
 from samflow.predict.sam2_predictor import LOW_RES_CLAMP, Sam2EncodedImage, Sam2Predictor
@@ -46,6 +54,12 @@ log = logging.getLogger(__name__)
 # Default chunk sizes keep the largest intermediate of each step near this many elements (64 MiB in float32):
 # big enough for efficient kernels, small enough that peak memory does not grow with points_per_batch.
 CHUNK_ELEMENTS = 2**24
+# Through a resize plan (samflow.ops.thresholded_resize): masks counted at once; the most bytes of low-res logits a
+# crop keeps for masks made after its NMS; the fewest output pixels per block for the plan to beat counting the
+# full-resolution logits (SAM's 4x to a 1024 px image gives ~4: there it is about even).
+PLAN_CHUNK = 128
+PENDING_BYTES = 1 << 26
+MIN_BLOCK_AREA = 8.0
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -72,6 +86,8 @@ class GeneratedMasks:
     points: np.ndarray
     crop_boxes: np.ndarray
     size: tuple[int, int]
+    # Inside a crop only: low-res logits of masks whose counts are made after NMS (their `counts` entry is None).
+    pending: list[torch.Tensor | None] | None = None
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -124,17 +140,23 @@ class GeneratedMasks:
         """The masks at `keep` (indices, in that order, or a bool mask)."""
         keep = keep.cpu().numpy() if isinstance(keep, torch.Tensor) else np.asarray(keep)
         index = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(np.int64)
+        pending = None if self.pending is None else [self.pending[i] for i in index]
         return GeneratedMasks([self.counts[i] for i in index], self.boxes[index], self.predicted_iou[index],
-                              self.stability_score[index], self.points[index], self.crop_boxes[index], self.size)
+                              self.stability_score[index], self.points[index], self.crop_boxes[index], self.size,
+                              pending)
 
     @classmethod
     def concat(cls, parts: list[GeneratedMasks], size: tuple[int, int]) -> GeneratedMasks:
         if not parts:
             return cls.empty(size)
+        pending = None
+        if any(p.pending is not None for p in parts):
+            pending = [x for p in parts for x in (p.pending if p.pending is not None else [None] * len(p))]
         return cls([c for p in parts for c in p.counts], np.concatenate([p.boxes for p in parts]),
                    np.concatenate([p.predicted_iou for p in parts]),
                    np.concatenate([p.stability_score for p in parts]),
-                   np.concatenate([p.points for p in parts]), np.concatenate([p.crop_boxes for p in parts]), size)
+                   np.concatenate([p.points for p in parts]), np.concatenate([p.crop_boxes for p in parts]), size,
+                   pending)
 
     @classmethod
     def empty(cls, size: tuple[int, int]) -> GeneratedMasks:
@@ -282,8 +304,14 @@ class SamAutomaticMaskGenerator:
         encoded = embedding if embedding is not None else self._encode(crop)
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         shared = _CropKey()  # the batches of this crop share its embedding: its prompt-free work is done once
-        parts = [self._process_batch(encoded, points[start : start + self.points_per_batch], crop_box, size, shared)
-                 for start in range(0, len(points), self.points_per_batch)]
+        plan = self._resize_plan(encoded)
+        parts, pending_bytes = [], 0
+        for start in range(0, len(points), self.points_per_batch):
+            parts.append(self._process_batch(encoded, points[start : start + self.points_per_batch], crop_box, size,
+                                             shared, plan))
+            pending_bytes += sum(x.nbytes for x in parts[-1].pending or [] if x is not None)
+            if pending_bytes > PENDING_BYTES:  # bound the logits kept for after NMS: make these masks now
+                parts, pending_bytes = [self._made(part, plan, crop_box, size) for part in parts], 0
         data = GeneratedMasks.concat(parts, size)
         log.debug("crop %s: %d masks before NMS", crop_box, len(data))
         if len(data):
@@ -291,6 +319,7 @@ class SamAutomaticMaskGenerator:
             keep = batched_nms(torch.as_tensor(data.boxes).float(), torch.as_tensor(data.predicted_iou),
                                torch.zeros(len(data)), iou_threshold=self.box_nms_thresh)
             data = data.select(keep)
+        data = self._made(data, plan, crop_box, size)
         data.boxes = data.boxes + np.array([x0, y0, x0, y0])
         data.points = data.points + np.array([x0, y0])
         data.crop_boxes = np.tile(np.array(crop_box, dtype=np.int64), (len(data), 1))
@@ -395,12 +424,15 @@ class SamAutomaticMaskGenerator:
         return torch.arange(len(iou), device=iou.device)
 
     def _process_batch(self, encoded: EncodedImage, points: np.ndarray, crop_box: list[int],
-                       size: tuple[int, int], shared: _CropKey | None = None) -> GeneratedMasks:
+                       size: tuple[int, int], shared: _CropKey | None = None,
+                       plan: ResizePlan | None = None) -> GeneratedMasks:
         # Candidates are (point, mask) pairs in the official order: point-major.
         iou, index, low_res = self._decode(encoded, points, shared)
         k = len(iou) // max(len(points), 1)
         if index.numel() == 0:
             return GeneratedMasks.empty(size)
+        if plan is not None:
+            return self._process_planned(plan, iou, index, low_res, points, k, crop_box, size)
 
         counts: list[np.ndarray] = []
         kept, boxes, scores = [], [], []
@@ -425,6 +457,71 @@ class SamAutomaticMaskGenerator:
             np.zeros((len(counts), 4), np.int64),
             size,
         )
+
+    def _resize_plan(self, encoded: EncodedImage) -> ResizePlan | None:
+        """The crop's full-resolution resize split into blocks (`samflow.ops.thresholded_resize`), where the model
+        describes its resize as matrices, on the CPU, and blocks are big enough to pay; else None (the logits are
+        made at full resolution and counted)."""
+        matrices = getattr(self.model, "postprocess_matrices", None)
+        if matrices is None or encoded.features.device.type != "cpu":
+            return None
+        low_size = (4 * int(encoded.features.shape[-2]), 4 * int(encoded.features.shape[-1]))
+        key = (low_size, tuple(encoded.input_size), tuple(encoded.original_size))
+        plans = self.__dict__.setdefault("_plans", {})
+        if key not in plans:
+            plan = ResizePlan.from_matrices(*matrices(low_size, encoded.input_size, encoded.original_size))
+            plans[key] = plan if plan.mean_block_area >= MIN_BLOCK_AREA else None
+        return plans[key]
+
+    def _process_planned(self, plan: ResizePlan, iou: torch.Tensor, index: torch.Tensor, low_res: torch.Tensor,
+                         points: np.ndarray, k: int, crop_box: list[int], size: tuple[int, int]) -> GeneratedMasks:
+        """`_process_batch` through the blocks of `plan`: stability counts and boxes without the full-resolution
+        logits; the surviving candidates keep their low-res logits (pending) until NMS has picked the masks."""
+        threshold, offset = self.mask_threshold, self.stability_score_offset
+        counts, boxes = [], []
+        for start in range(0, len(low_res), PLAN_CHUNK):
+            c, b = threshold_stats(plan, low_res[start : start + PLAN_CHUNK].cpu(), (threshold + offset,
+                                   threshold - offset), threshold)
+            counts.append(c)
+            boxes.append(b)
+        high, low = torch.cat(counts).numpy().T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stability = high.astype(np.float32) / low.astype(np.float32)  # 0 / 0 is NaN, as official
+        box = torch.cat(boxes).numpy()
+        if self.stability_score_thresh > 0.0:
+            good = np.flatnonzero(stability >= self.stability_score_thresh)
+        else:
+            good = np.arange(len(stability))
+        # Masks cut by a crop border are left to the crops that see them whole.
+        inside = ~ops.boxes_near_crop_edge(torch.from_numpy(box[good]), crop_box, [0, 0, size[1], size[0]]).numpy()
+        chosen = good[inside]
+        rows, cols = plan.reads
+        kept = low_res[torch.as_tensor(chosen, dtype=torch.int64, device=low_res.device), :rows, :cols].cpu()
+        picked = index[torch.as_tensor(chosen, dtype=torch.int64, device=index.device)]
+        return GeneratedMasks(
+            [None] * len(chosen),
+            box[chosen].astype(np.int64),
+            iou[picked].cpu().numpy(),
+            stability[chosen].astype(np.float32),
+            np.asarray(points, dtype=self._points_dtype).astype(np.float64)[(picked // k).cpu().numpy()],
+            np.zeros((len(chosen), 4), np.int64),
+            size,
+            list(kept.clone()),
+        )
+
+    def _made(self, data: GeneratedMasks, plan: ResizePlan | None, crop_box: list[int],
+              size: tuple[int, int]) -> GeneratedMasks:
+        """`data` with the counts of its pending masks made (from their low-res logits, by `plan`)."""
+        if data.pending is None:
+            return data
+        waiting = [i for i, x in enumerate(data.pending) if x is not None]
+        for start in range(0, len(waiting), PLAN_CHUNK):
+            part = waiting[start : start + PLAN_CHUNK]
+            masks = threshold_masks(plan, torch.stack([data.pending[i] for i in part]), self.mask_threshold)
+            for i, counts in zip(part, _rle_counts(masks.numpy(), crop_box, size)):
+                data.counts[i] = counts
+        data.pending = None
+        return data
 
     def _elements_per_mask(self, size: tuple[int, int]) -> int:
         """Floats one mask takes on its way to full resolution: the padded square, then the crop's size."""

@@ -110,6 +110,15 @@ class Sam(nn.Module):
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
+    def postprocess_matrices(self, low_size: tuple[int, int], input_size: tuple[int, ...],
+                             original_size: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`postprocess_masks` of (h, w) low-res logits as two matrices: logits = rows @ low[:r, :c] @ cols.T, rows
+        (H x r) and cols (W x c) fp32, non-negative, each row a convex combination (bilinear weights)."""
+        size = self.image_encoder.img_size
+        rows, _ = _resize_weights(int(low_size[0]), size, int(input_size[0]), int(original_size[0]))
+        cols, _ = _resize_weights(int(low_size[1]), size, int(input_size[1]), int(original_size[1]))
+        return rows, cols
+
     @torch.no_grad()
     def forward(self, batched_input: list[dict[str, Any]], multimask_output: bool,
                 hq_token_only: bool = False) -> list[dict[str, torch.Tensor]]:
