@@ -4,7 +4,7 @@ adapter file's metadata, where `samflow.segment(image, text=...)` and TextSamPre
     python recipes/calibrate_text_presence.py                 # tiny's shipped adapter, synthetic:23:400 (~5 min)
     python recipes/calibrate_text_presence.py --write         # ... and write it into the adapter file
     # the trained presence head (shipped for tiny): trained on synthetic:24:1500, calibrated on 23 (~15 min)
-    python recipes/calibrate_text_presence.py --head-data synthetic:24:1500 --write
+    python recipes/calibrate_text_presence.py --head-data synthetic:24:1500 --head-hidden 128 --write
     # your own adapter, on a COCO-format validation split (category names are the captions):
     python recipes/calibrate_text_presence.py --sam sam_vit_b_01ec64.pth --data coco/annotations/instances_val.json \
         --images coco/val2017 --max-images 500 --write
@@ -19,7 +19,7 @@ threshold. The chosen decision, with its figures and this run's data in its prov
 With --head-data, a presence head (samflow.models.text.presence_head: CLIP's cosine, SAM's predicted IoU, the
 mask's shape and colour descriptors and the text's embedding -> the probability that a candidate is the right
 answer) is first trained on those TRAINING images' records (--head-hidden, --head-weight-decay, --head-steps: chosen
-on the validation scenes, 23, among hidden 32/64 x weight decay 0.01/0.1), then its threshold is calibrated on the
+on the validation scenes, 23, among hidden 32/64/128 x weight decay 0.01/0.1/0.3; the shipped head: 128, 0.1), then its threshold is calibrated on the
 validation images by the same rule, and the head is written into the adapter file with its calibration. Every
 image also gets --other-per-image absent captions of words naming nothing a scene holds ("a dog"; OTHER_WORDS):
 the head learns from the training words that a text outside the scenes' vocabulary is absent, and the validation
